@@ -1,0 +1,1 @@
+"""Clip memory: the FAISS store, consolidation, retrieval under a token budget."""

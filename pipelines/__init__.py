@@ -1,0 +1,1 @@
+"""What users run: indexing, asking, live sessions, NIAH evaluation, answerers, the CLI."""

@@ -1,0 +1,1 @@
+"""Compression: keyframe selection, spatio-temporal token pruning, clip building."""

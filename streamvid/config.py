@@ -1,0 +1,306 @@
+"""Configuration: one frozen dataclass per stage, loaded from YAML, overridden by flags.
+
+Unknown keys are rejected, values are type- and range-checked, and the resolved config is
+written beside every output (``Config.to_dict()`` round-trips through ``Config.from_dict``).
+
+Each field may carry ``metadata={"min": .., "max": .., "choices": (..), "help": ".."}``; the
+checks and the configuration reference in README are derived from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+
+def _f(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+       choices: tuple[Any, ...] | None = None, nullable: bool = False) -> Any:
+    meta = {"help": help, "min": min, "max": max, "choices": choices, "nullable": nullable}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: default.copy(), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+class _Section:
+    """Validation shared by every section."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            val = getattr(self, f.name)
+            meta = f.metadata
+            where = f"{self._section}.{f.name}"  # type: ignore[attr-defined]
+            if val is None:
+                if not meta.get("nullable"):
+                    raise ConfigError(f"config {where}: expected a value, got null")
+                continue
+            val = _coerce(val, hints[f.name], where)
+            object.__setattr__(self, f.name, val)
+            if meta.get("choices") is not None and val not in meta["choices"]:
+                raise ConfigError(f"config {where}: expected one of {list(meta['choices'])}, got {val!r}")
+            if meta.get("min") is not None and val < meta["min"]:
+                raise ConfigError(f"config {where}: expected >= {meta['min']}, got {val!r}")
+            if meta.get("max") is not None and val > meta["max"]:
+                raise ConfigError(f"config {where}: expected <= {meta['max']}, got {val!r}")
+
+
+def _coerce(val: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        hint = args[0] if len(args) == 1 else hint
+        origin = typing.get_origin(hint)
+    if hint is float:
+        if isinstance(val, bool) or not isinstance(val, (int, float)):
+            raise ConfigError(f"config {where}: expected a number, got {val!r}")
+        return float(val)
+    if hint is int:
+        if isinstance(val, bool) or not isinstance(val, int):
+            raise ConfigError(f"config {where}: expected an integer, got {val!r}")
+        return val
+    if hint is bool:
+        if not isinstance(val, bool):
+            raise ConfigError(f"config {where}: expected true or false, got {val!r}")
+        return val
+    if hint is str:
+        if not isinstance(val, str):
+            raise ConfigError(f"config {where}: expected a string, got {val!r}")
+        return val
+    if origin is tuple:
+        if not isinstance(val, (list, tuple)):
+            raise ConfigError(f"config {where}: expected a list, got {val!r}")
+        return tuple(val)
+    return val
+
+
+@dataclass(frozen=True)
+class SourceConfig(_Section):
+    _section = "source"
+    backend: str = _f("auto", "frame source backend: auto (by URI), pyav, opencv, decord, images, camera, rtsp")
+    fps: float = _f(1.0, "frames sampled per second of video (by presentation time)", min=0.001, max=240.0)
+    max_side: int = _f(448, "downscale frames so the longer side is at most this many pixels (0 = keep)", min=0)
+    start: float = _f(0.0, "start reading at this time (seconds)", min=0.0)
+    duration: float | None = _f(None, "stop after this many seconds of video (null = to the end / forever)", min=0.0, nullable=True)
+    queue_size: int = _f(64, "live sources: frames buffered before the oldest are dropped", min=1)
+    reconnect_initial: float = _f(0.5, "live sources: first reconnect delay (s), doubled per try", min=0.0)
+    reconnect_max: float = _f(10.0, "live sources: longest reconnect delay (s)", min=0.0)
+    give_up_after: float = _f(60.0, "live sources: give up after this long without frames (s)", min=0.0)
+    open_timeout: float = _f(10.0, "seconds to wait for a stream or file to open", min=0.1)
+
+
+@dataclass(frozen=True)
+class EncoderConfig(_Section):
+    _section = "encoder"
+    name: str = _f("lite", "vision encoder: lite (EfficientNet-Lite0, offline) or hf (transformers)")
+    model: str = _f("", "hf: hub name or local path of the vision model")
+    dtype: str = _f("float32", "compute dtype", choices=("float32", "bfloat16"))
+    batch_size: int = _f(16, "frames encoded per batch", min=1)
+    threads: int = _f(0, "torch intra-op threads (0 = torch default)", min=0)
+
+
+@dataclass(frozen=True)
+class CacheConfig(_Section):
+    _section = "cache"
+    enabled: bool = _f(True, "reuse features of frames that barely changed")
+    mode: str = _f("frame", "frame: reuse whole frames (any encoder); token: recompute changed tokens inside ViT layers (hf)", choices=("frame", "token"))
+    threshold: float = _f(0.02, "frame mode: reuse when the change score is below this", min=0.0, max=1.0)
+    cut_threshold: float = _f(0.25, "change score at or above which a frame is a scene cut (always recomputed)", min=0.0, max=1.0)
+    max_age: int = _f(8, "reuse a frame's features for at most this many following frames", min=0)
+    thumb_size: int = _f(32, "side of the small frame used for the change test", min=4, max=256)
+    recompute_ratio: float = _f(0.25, "token mode: base fraction of tokens recomputed per layer", min=0.0, max=1.0)
+    adaptive: bool = _f(True, "token mode: scale the recompute ratio with how much the frame changed")
+
+
+@dataclass(frozen=True)
+class CompressConfig(_Section):
+    _section = "compress"
+    keep_ratio: float = _f(0.25, "fraction of a frame's tokens kept on average", min=0.0, max=1.0)
+    keyframe_boost: float = _f(2.0, "keyframes keep this many times the average share", min=1.0)
+    temporal_window: int = _f(4, "frames in the temporal anchor", min=1)
+    spatial_weight: float = _f(0.5, "weight of novelty against the spatial anchor (rest: temporal)", min=0.0, max=1.0)
+    merge_dropped: bool = _f(True, "fold dropped tokens into their nearest kept token")
+    shot_detector: str = _f("content", "shot boundary detector", choices=("content", "adaptive", "none"))
+    shot_threshold: float = _f(27.0, "shot detector threshold (PySceneDetect scale)", min=0.0)
+    min_tokens: int = _f(2, "tokens kept from any frame at least", min=0)
+
+
+@dataclass(frozen=True)
+class DescribeConfig(_Section):
+    _section = "describe"
+    labels: bool = _f(True, "describe frames with ImageNet labels (lite encoder)")
+    top_k: int = _f(5, "labels kept per frame", min=1, max=20)
+    min_prob: float = _f(0.05, "labels below this probability are dropped", min=0.0, max=1.0)
+    ocr: bool = _f(True, "read on-screen text (rapidocr)")
+    ocr_min_score: float = _f(0.6, "OCR lines below this confidence are dropped", min=0.0, max=1.0)
+    change_threshold: float = _f(0.05, "describe a frame only when it changed at least this much since the last described one", min=0.0, max=1.0)
+    max_interval: float = _f(10.0, "describe at least one frame every this many seconds", min=0.0)
+
+
+@dataclass(frozen=True)
+class ClipConfig(_Section):
+    _section = "clips"
+    min_length: float = _f(2.0, "shortest clip (s) unless the video ends", min=0.0)
+    max_length: float = _f(6.0, "longest clip (s)", min=0.1)
+    split_threshold: float = _f(0.15, "start a new clip when the picture changes this much", min=0.0, max=1.0)
+
+
+@dataclass(frozen=True)
+class MemoryConfig(_Section):
+    _section = "memory"
+    index: str = _f("auto", "vector index: auto (flat while small, HNSW when large), flat, hnsw, ivf", choices=("auto", "flat", "hnsw", "ivf"))
+    approx_threshold: int = _f(50_000, "auto: switch to the approximate index above this many clips", min=1)
+    capacity_clips: int = _f(0, "bound on stored clips per store (0 = unbounded); older clips are consolidated", min=0)
+    capacity_bytes: int = _f(0, "bound on stored bytes (0 = unbounded)", min=0)
+    token_dtype: str = _f("float16", "dtype of stored tokens", choices=("float16", "float32"))
+    commit_every: float = _f(30.0, "live indexing: commit at least this often (s)", min=0.0)
+
+
+@dataclass(frozen=True)
+class RetrievalConfig(_Section):
+    _section = "retrieval"
+    top_k: int = _f(5, "clips returned as evidence", min=1, max=1000)
+    candidates: int = _f(50, "candidates scored before the top-k is chosen", min=1)
+    token_budget: int = _f(1024, "visual tokens in the answerer's context", min=1)
+    min_tokens: int = _f(16, "floor of tokens per retrieved clip", min=0)
+    anchors: int = _f(2, "cheap anchor clips spread over the timeline", min=0)
+    anchor_tokens: int = _f(8, "tokens per anchor clip", min=0)
+    lexical_weight: float = _f(0.35, "weight of lexical matching in text retrieval", min=0.0, max=1.0)
+    late_interaction: float = _f(0.5, "weight of token-level (late interaction) scores in image retrieval", min=0.0, max=1.0)
+    recency_correction: bool = _f(True, "correct the drift of similarity towards late clips")
+
+
+@dataclass(frozen=True)
+class AnswerConfig(_Section):
+    _section = "answer"
+    name: str = _f("extractive", "answerer: extractive (offline), hf (VideoLLM), openai (compatible server)")
+    model: str = _f("", "hf/openai: model name or path")
+    url: str = _f("", "openai: base URL of the server")
+    max_new_tokens: int = _f(128, "generated tokens at most", min=1)
+
+
+@dataclass(frozen=True)
+class TextConfig(_Section):
+    _section = "text"
+    model: str = _f("minilm", "sentence encoder for questions and descriptions: minilm (all-MiniLM-L6-v2, offline) or a sentence-transformers path")
+
+
+_SECTIONS: dict[str, type] = {
+    "source": SourceConfig, "encoder": EncoderConfig, "cache": CacheConfig,
+    "compress": CompressConfig, "describe": DescribeConfig, "clips": ClipConfig,
+    "memory": MemoryConfig, "retrieval": RetrievalConfig, "answer": AnswerConfig,
+    "text": TextConfig,
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole pipeline's configuration."""
+
+    source: SourceConfig = field(default_factory=SourceConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    compress: CompressConfig = field(default_factory=CompressConfig)
+    describe: DescribeConfig = field(default_factory=DescribeConfig)
+    clips: ClipConfig = field(default_factory=ClipConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    answer: AnswerConfig = field(default_factory=AnswerConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+
+    # ------------------------------------------------------------------ (de)serialise
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None, *, where: str = "config") -> "Config":
+        data = dict(data or {})
+        unknown = sorted(set(data) - set(_SECTIONS))
+        if unknown:
+            raise ConfigError(f"{where}: unknown section(s) {unknown}; known: {sorted(_SECTIONS)}")
+        kwargs = {}
+        for name, sec_cls in _SECTIONS.items():
+            vals = data.get(name) or {}
+            if not isinstance(vals, Mapping):
+                raise ConfigError(f"{where}: section {name!r} must be a mapping, got {vals!r}")
+            known = {f.name for f in dataclasses.fields(sec_cls)}
+            bad = sorted(set(vals) - known)
+            if bad:
+                raise ConfigError(f"{where}: unknown key(s) {', '.join(name + '.' + b for b in bad)}; "
+                                  f"known in {name!r}: {', '.join(sorted(known))}")
+            kwargs[name] = sec_cls(**vals)
+        return cls(**kwargs)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> "Config":
+        """Load YAML (or the lite defaults when ``path`` is None) and apply dotted overrides."""
+        import yaml
+
+        data: dict[str, Any] = {}
+        where = "config"
+        if path is not None:
+            p = Path(path)
+            where = str(p)
+            if not p.is_file():
+                raise ConfigError(f"config file {p} does not exist; fix: pass an existing YAML file (see configs/)")
+            try:
+                data = yaml.safe_load(p.read_text()) or {}
+            except yaml.YAMLError as err:
+                raise ConfigError(f"config file {p} is not valid YAML: {err}".splitlines()[0]) from err
+            if not isinstance(data, dict):
+                raise ConfigError(f"config file {p}: expected a mapping of sections, got {type(data).__name__}")
+        for key, val in (overrides or {}).items():
+            sec, _, name = key.partition(".")
+            if not name:
+                raise ConfigError(f"override {key!r}: expected section.key")
+            data.setdefault(sec, {})
+            if not isinstance(data[sec], dict):
+                raise ConfigError(f"{where}: section {sec!r} must be a mapping")
+            data[sec][name] = val
+        return cls.from_dict(data, where=where)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in _SECTIONS:
+            sec = getattr(self, name)
+            out[name] = {f.name: _plain(getattr(sec, f.name)) for f in dataclasses.fields(sec)}
+        return out
+
+    def replace(self, **sections: Any) -> "Config":
+        return dataclasses.replace(self, **sections)
+
+    def fingerprint(self, *sections: str) -> str:
+        """A short hash of the named sections (all when none), for cache keys."""
+        d = self.to_dict()
+        if sections:
+            d = {k: d[k] for k in sections}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    def save(self, path: str | Path) -> None:
+        """Write the resolved config as YAML, atomically."""
+        import yaml
+
+        from .io import atomic_write_text
+
+        atomic_write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _plain(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def reference_markdown() -> str:
+    """The configuration reference (README) generated from the dataclasses."""
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    for name, sec_cls in _SECTIONS.items():
+        for f in dataclasses.fields(sec_cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            extra = ""
+            if f.metadata.get("choices"):
+                extra = " (" + " / ".join(map(str, f.metadata["choices"])) + ")"
+            lines.append(f"| `{name}.{f.name}` | `{json.dumps(_plain(default))}` | {f.metadata.get('help', '')}{extra} |")
+    return "\n".join(lines)

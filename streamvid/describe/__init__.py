@@ -1,0 +1,1 @@
+"""Describers: frames in words (ImageNet labels, on-screen text)."""

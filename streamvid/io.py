@@ -1,0 +1,75 @@
+"""Small file helpers: atomic writes (temp file + fsync + rename) and content hashing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[Any], None], *, binary: bool = True) -> None:
+    """Write ``path`` through ``write(fileobj)`` into a temp file, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda fh: fh.write(text), binary=False)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True))
+
+
+def atomic_save_npy(path: Path, arr: np.ndarray) -> None:
+    atomic_write(path, lambda fh: np.save(fh, arr, allow_pickle=False))
+
+
+def file_digest(path: Path, *, chunk: int = 1 << 20, limit: int | None = None) -> str:
+    """SHA-256 of a file's content (of its first ``limit`` bytes plus its size when given)."""
+    h = hashlib.sha256()
+    size = os.path.getsize(path)
+    h.update(str(size).encode())
+    read = 0
+    with open(path, "rb") as fh:
+        while True:
+            if limit is not None and read >= limit:
+                break
+            block = fh.read(chunk)
+            if not block:
+                break
+            h.update(block)
+            read += len(block)
+    return h.hexdigest()

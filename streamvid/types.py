@@ -1,0 +1,500 @@
+"""Values that travel between stages, and one small interface per stage.
+
+Values are frozen dataclasses that validate themselves; a bad value raises
+:class:`~streamvid.errors.ValidationError` whose message states what was expected and what
+was got. Stateful stages take ``push(item)`` and ``flush()`` and return the items that are
+ready, so the same code serves files (flush at the end) and endless streams (never flush).
+
+Arrays are numpy. Shapes: tokens ``[N, D]`` float32 (or float16 in memory), pooled ``[D]``,
+images ``[H, W, 3]`` uint8 RGB, upright.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from .errors import ValidationError
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check(cond: bool, what: str, expected: str, got: Any) -> None:
+    if not cond:
+        raise ValidationError(f"{what}: expected {expected}, got {got}")
+
+
+def check_array(arr: Any, what: str, *, ndim: int | None = None, dtypes: Sequence[Any] = (),
+                shape: Sequence[int | None] | None = None) -> None:
+    """Raise ValidationError unless ``arr`` is an ndarray of the given rank/dtype/shape."""
+    _check(isinstance(arr, np.ndarray), what, "a numpy array", type(arr).__name__)
+    if ndim is not None:
+        _check(arr.ndim == ndim, what, f"{ndim} dimensions", f"shape {arr.shape}")
+    if dtypes:
+        _check(any(arr.dtype == np.dtype(d) for d in dtypes), what,
+               "dtype " + "/".join(np.dtype(d).name for d in dtypes), arr.dtype.name)
+    if shape is not None:
+        ok = len(shape) == arr.ndim and all(s is None or s == a for s, a in zip(shape, arr.shape))
+        want = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
+        _check(ok, what, f"shape {want}", f"{list(arr.shape)}")
+
+
+def _finite_time(t: float, what: str) -> None:
+    _check(isinstance(t, (int, float)) and math.isfinite(t) and t >= 0, what,
+           "a finite time >= 0 in seconds", t)
+
+
+def format_time(t: float) -> str:
+    """Seconds -> ``HH:MM:SS`` (``HH:MM:SS.s`` would be noise in a moments list)."""
+    t = max(0.0, float(t))
+    h, rem = divmod(int(round(t)), 3600)
+    m, s = divmod(rem, 60)
+    return f"{h:02d}:{m:02d}:{s:02d}"
+
+
+# --------------------------------------------------------------------------- read
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """One decoded frame: upright RGB pixels and its presentation time in seconds.
+
+    ``pts`` comes from the container's presentation timestamps (never ``index / fps``).
+    ``index`` counts frames delivered by the source (after sampling). ``recv_time`` is the
+    wall-clock time (``time.time()``) at which a live source received it, else None.
+    """
+
+    pts: float
+    index: int
+    image: np.ndarray
+    source_id: str = ""
+    recv_time: float | None = None
+
+    def __post_init__(self) -> None:
+        _finite_time(self.pts, "Frame.pts")
+        _check(isinstance(self.index, (int, np.integer)) and self.index >= 0, "Frame.index",
+               "an int >= 0", self.index)
+        check_array(self.image, "Frame.image", ndim=3, dtypes=(np.uint8,))
+        _check(self.image.shape[2] == 3, "Frame.image", "[H, W, 3] RGB", list(self.image.shape))
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+
+@dataclass
+class SourceStats:
+    """Counters a source keeps while it runs (mutable: the source updates it)."""
+
+    frames: int = 0             # frames delivered
+    decode_errors: int = 0      # packets/frames that could not be decoded and were skipped
+    dropped: int = 0            # frames dropped by a live source's bounded queue
+    reconnects: int = 0         # successful reconnects of a live source
+    gaps: list[tuple[float, float]] = field(default_factory=list)  # (pts before, pts after)
+    ended_at: float | None = None  # pts of the last decodable frame when input ended early
+    truncated: bool = False
+
+
+class FrameSource(ABC):
+    """A video file, camera or stream, read as upright RGB frames.
+
+    Use as a context manager and iterate. ``fps`` is the container's nominal rate (None if
+    unknown), ``duration`` seconds (None when live or unknown).
+    """
+
+    uri: str = ""
+    source_id: str = ""
+
+    @property
+    @abstractmethod
+    def fps(self) -> Fraction | None: ...
+
+    @property
+    @abstractmethod
+    def duration(self) -> float | None: ...
+
+    @property
+    def is_live(self) -> bool:
+        return False
+
+    @property
+    def is_seekable(self) -> bool:
+        return not self.is_live
+
+    @property
+    def stats(self) -> SourceStats:
+        st = getattr(self, "_stats", None)
+        if st is None:
+            st = SourceStats()
+            self._stats = st
+        return st
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[Frame]: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def __enter__(self) -> "FrameSource":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- encode
+
+
+@dataclass(frozen=True, eq=False)
+class EncoderOutput:
+    """A batch of encoded images: a spatial token grid and one pooled vector per image."""
+
+    tokens: np.ndarray  # [B, N, D] float32, N = grid[0] * grid[1] (row-major)
+    pooled: np.ndarray  # [B, D] float32
+    grid: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        check_array(self.tokens, "EncoderOutput.tokens", ndim=3, dtypes=(np.float32,))
+        check_array(self.pooled, "EncoderOutput.pooled", ndim=2, dtypes=(np.float32,))
+        b, n, d = self.tokens.shape
+        _check(self.pooled.shape[0] == b, "EncoderOutput.pooled", f"batch {b}",
+               self.pooled.shape[0])
+        _check(n == self.grid[0] * self.grid[1], "EncoderOutput.tokens",
+               f"{self.grid[0]}x{self.grid[1]}={self.grid[0] * self.grid[1]} tokens", n)
+
+
+class VisionEncoder(ABC):
+    """Images -> token grid + pooled vector. ``model_id`` identifies weights for stores."""
+
+    name: str = ""
+    model_id: str = ""
+    dim: int = 0                         # token / pooled dimension
+    pooled_dim: int = 0                  # pooled dimension (== dim unless the model projects)
+    grid: tuple[int, int] = (0, 0)       # token grid (rows, cols)
+    input_size: tuple[int, int] = (224, 224)  # (height, width) fed to the network
+
+    @abstractmethod
+    def encode(self, images: Sequence[np.ndarray]) -> EncoderOutput:
+        """Encode a batch of ``[H, W, 3]`` uint8 RGB images of any size."""
+
+    @property
+    def supports_text(self) -> bool:
+        """True when the model has a text tower aligned with ``pooled`` (CLIP, SigLIP)."""
+        return False
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:  # pragma: no cover - optional
+        raise NotImplementedError(f"encoder {self.name!r} has no text tower")
+
+    def labels(self, pooled: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
+        """Top-k class labels for pooled features, where the model has a classifier."""
+        raise NotImplementedError(f"encoder {self.name!r} has no classifier")
+
+
+class TextEncoder(ABC):
+    """Text -> L2-normalised sentence vectors, for questions and clip descriptions."""
+
+    name: str = ""
+    model_id: str = ""
+    dim: int = 0
+
+    @abstractmethod
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """``[B, dim]`` float32, each row unit length."""
+
+
+@dataclass(frozen=True, eq=False)
+class FrameFeatures:
+    """Encoder output for one frame, from a fresh encode or from the feature cache.
+
+    ``reused`` is True when the features were reused from an earlier frame (frame-level
+    cache); ``tokens_recomputed`` is the fraction of tokens the encoder actually computed for
+    this frame (1.0 for a full encode, 0.0 for a reused frame). ``change`` is the cheap
+    change score against the previous frame (0 = identical), ``cut`` marks a scene cut.
+    """
+
+    pts: float
+    index: int
+    tokens: np.ndarray      # [N, D] float32
+    pooled: np.ndarray      # [D] float32
+    grid: tuple[int, int]
+    reused: bool = False
+    tokens_recomputed: float = 1.0
+    change: float = 1.0
+    cut: bool = False
+    source_id: str = ""
+
+    def __post_init__(self) -> None:
+        _finite_time(self.pts, "FrameFeatures.pts")
+        check_array(self.tokens, "FrameFeatures.tokens", ndim=2, dtypes=(np.float32,))
+        check_array(self.pooled, "FrameFeatures.pooled", ndim=1, dtypes=(np.float32,))
+        _check(self.tokens.shape[0] == self.grid[0] * self.grid[1], "FrameFeatures.tokens",
+               f"{self.grid[0] * self.grid[1]} tokens for grid {self.grid}", self.tokens.shape[0])
+        _check(0.0 <= self.tokens_recomputed <= 1.0, "FrameFeatures.tokens_recomputed",
+               "a fraction in [0, 1]", self.tokens_recomputed)
+
+
+class FeatureCache(ABC):
+    """Frames in, features out; reuses work on frames that barely changed."""
+
+    @abstractmethod
+    def push(self, frame: Frame) -> list[FrameFeatures]:
+        """Add a frame; return the features that are ready (batched internally)."""
+
+    @abstractmethod
+    def flush(self) -> list[FrameFeatures]:
+        """Encode whatever is pending and return it."""
+
+    @property
+    def stats(self) -> Mapping[str, float]:
+        return {}
+
+
+# --------------------------------------------------------------------------- compress
+
+
+@dataclass(frozen=True, eq=False)
+class CompressedFrame:
+    """The tokens of one frame that the pruner kept, with where they came from.
+
+    ``positions`` index the frame's token grid (row-major). ``weights`` count how many
+    original tokens each kept token stands for (1 unless dropped tokens were merged into it).
+    """
+
+    features: FrameFeatures
+    tokens: np.ndarray        # [K, D] float32
+    positions: np.ndarray     # [K] int32, indices into the grid
+    weights: np.ndarray       # [K] float32
+    is_keyframe: bool = False
+    is_shot_boundary: bool = False
+    novelty: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_array(self.tokens, "CompressedFrame.tokens", ndim=2, dtypes=(np.float32,))
+        k = self.tokens.shape[0]
+        check_array(self.positions, "CompressedFrame.positions", shape=(k,),
+                    dtypes=(np.int32, np.int64))
+        check_array(self.weights, "CompressedFrame.weights", shape=(k,), dtypes=(np.float32,))
+        n = self.features.tokens.shape[0]
+        if k:
+            _check(int(self.positions.min()) >= 0 and int(self.positions.max()) < n,
+                   "CompressedFrame.positions", f"indices in [0, {n})",
+                   f"[{self.positions.min()}, {self.positions.max()}]")
+
+    @property
+    def pts(self) -> float:
+        return self.features.pts
+
+
+class TokenPruner(ABC):
+    """Keeps, per frame, the tokens that are new against spatial and temporal anchors."""
+
+    @abstractmethod
+    def push(self, features: FrameFeatures, *, is_keyframe: bool = False) -> list[CompressedFrame]: ...
+
+    @abstractmethod
+    def flush(self) -> list[CompressedFrame]: ...
+
+
+class KeyframeSelector(ABC):
+    """Decides which frames are keyframes (more tokens) and where shots change."""
+
+    @abstractmethod
+    def push(self, features: FrameFeatures, image: np.ndarray | None = None) -> list[tuple[FrameFeatures, bool, bool]]:
+        """Return ``(features, is_keyframe, is_shot_boundary)`` for frames now decided."""
+
+    @abstractmethod
+    def flush(self) -> list[tuple[FrameFeatures, bool, bool]]: ...
+
+
+# --------------------------------------------------------------------------- describe
+
+
+@dataclass(frozen=True)
+class Description:
+    """What a frame shows, in words: class labels with probabilities and on-screen text."""
+
+    labels: tuple[tuple[str, float], ...] = ()
+    text: str = ""
+
+    def as_text(self) -> str:
+        parts = [lbl for lbl, _ in self.labels]
+        if self.text:
+            parts.append(f'text: "{self.text}"')
+        return "; ".join(parts)
+
+
+class Describer(ABC):
+    name: str = ""
+
+    @abstractmethod
+    def describe(self, frame: Frame, features: FrameFeatures | None = None) -> Description: ...
+
+
+# --------------------------------------------------------------------------- remember
+
+
+@dataclass(frozen=True, eq=False)
+class ClipMemory:
+    """A few seconds of video, remembered.
+
+    ``id`` is assigned by the store (-1 before). ``vector`` is the visual summary (unit
+    length, the encoder's pooled space); ``text_vector`` embeds ``description`` with the text
+    encoder (unit length) or is None. ``tokens`` are the kept visual tokens with their frame
+    times and grid positions. ``level`` 0 is original; > 0 consolidated from ``merged``
+    original clips covering ``start``..``end``.
+    """
+
+    source_id: str
+    start: float
+    end: float
+    vector: np.ndarray                       # [Dv] float32
+    keyframes: tuple[float, ...] = ()
+    text_vector: np.ndarray | None = None    # [Dt] float32
+    tokens: np.ndarray | None = None         # [K, Dv] float16/float32
+    token_times: np.ndarray | None = None    # [K] float32 seconds
+    token_positions: np.ndarray | None = None  # [K] int32 grid indices
+    labels: tuple[tuple[str, float], ...] = ()
+    ocr_text: str = ""
+    description: str = ""
+    novelty: float = 0.0
+    level: int = 0
+    merged: int = 1
+    id: int = -1
+
+    def __post_init__(self) -> None:
+        _finite_time(self.start, "ClipMemory.start")
+        _finite_time(self.end, "ClipMemory.end")
+        _check(self.end >= self.start, "ClipMemory.end", f">= start ({self.start})", self.end)
+        check_array(self.vector, "ClipMemory.vector", ndim=1, dtypes=(np.float32,))
+        if self.text_vector is not None:
+            check_array(self.text_vector, "ClipMemory.text_vector", ndim=1, dtypes=(np.float32,))
+        if self.tokens is not None:
+            check_array(self.tokens, "ClipMemory.tokens", ndim=2, dtypes=(np.float16, np.float32))
+            k = self.tokens.shape[0]
+            _check(self.tokens.shape[1] == self.vector.shape[0], "ClipMemory.tokens",
+                   f"dim {self.vector.shape[0]} (as vector)", self.tokens.shape[1])
+            if self.token_times is not None:
+                check_array(self.token_times, "ClipMemory.token_times", shape=(k,))
+            if self.token_positions is not None:
+                check_array(self.token_positions, "ClipMemory.token_positions", shape=(k,))
+        _check(all(self.start - 1e-6 <= t <= self.end + 1e-6 for t in self.keyframes),
+               "ClipMemory.keyframes", f"times within [{self.start}, {self.end}]", self.keyframes)
+        _check(self.level >= 0 and self.merged >= 1, "ClipMemory.level/merged",
+               "level >= 0 and merged >= 1", (self.level, self.merged))
+
+    @property
+    def n_tokens(self) -> int:
+        return 0 if self.tokens is None else int(self.tokens.shape[0])
+
+    @property
+    def keyframe(self) -> float:
+        """The representative moment: the first keyframe, else the middle."""
+        return self.keyframes[0] if self.keyframes else (self.start + self.end) / 2
+
+
+class ClipBuilder(ABC):
+    """Groups compressed frames (and their descriptions) into clip memories."""
+
+    @abstractmethod
+    def push(self, frame: CompressedFrame, description: Description | None = None) -> list[ClipMemory]: ...
+
+    @abstractmethod
+    def flush(self) -> list[ClipMemory]: ...
+
+
+# --------------------------------------------------------------------------- recall / answer
+
+
+@dataclass(frozen=True, eq=False)
+class Question:
+    """A text question, an image question, or both."""
+
+    text: str = ""
+    image: np.ndarray | None = None
+    image_path: str = ""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.text.strip()) or self.image is not None, "Question",
+               "a text, an image or both", "neither")
+        if self.image is not None:
+            check_array(self.image, "Question.image", ndim=3, dtypes=(np.uint8,))
+
+
+@dataclass(frozen=True, eq=False)
+class ContextItem:
+    """One retrieved clip in a Context, with its relevance and its share of the budget."""
+
+    clip: ClipMemory
+    score: float
+    tokens: np.ndarray        # [k, D] the visual tokens given to the answerer (k <= clip's)
+    token_times: np.ndarray   # [k]
+    is_anchor: bool = False
+    rank: int = -1            # rank by score among the hits (0 = best), -1 for anchors
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.tokens.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class Context:
+    """What the answerer sees: clips in chronological order within a fixed token budget."""
+
+    items: tuple[ContextItem, ...]
+    budget: int
+    question: Question
+
+    def __post_init__(self) -> None:
+        used = self.tokens_used
+        _check(used <= self.budget, "Context", f"at most {self.budget} tokens", used)
+        starts = [it.clip.start for it in self.items]
+        _check(starts == sorted(starts), "Context.items", "chronological order", starts)
+
+    @property
+    def tokens_used(self) -> int:
+        return sum(it.n_tokens for it in self.items)
+
+    def hits(self) -> list[ContextItem]:
+        """Retrieved (non-anchor) items, best first."""
+        return sorted((it for it in self.items if not it.is_anchor), key=lambda it: -it.score)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    start: float
+    end: float
+    score: float
+    text: str
+    keyframe: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"start": round(self.start, 3), "end": round(self.end, 3),
+                "score": round(float(self.score), 4), "text": self.text,
+                "keyframe": round(self.keyframe, 3)}
+
+
+@dataclass(frozen=True)
+class Answer:
+    answer: str
+    evidence: tuple[Evidence, ...]
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"answer": self.answer, "evidence": [e.to_json() for e in self.evidence],
+                "timings": {k: round(float(v), 4) for k, v in self.timings.items()}}
+
+
+class Answerer(ABC):
+    name: str = ""
+
+    @abstractmethod
+    def answer(self, question: Question, context: Context) -> Answer: ...

@@ -86,7 +86,7 @@ class SourceConfig(_Section):
     _section = "source"
     backend: str = _f("auto", "frame source backend: auto (by URI), pyav, opencv, decord, images, camera, rtsp")
     fps: float = _f(1.0, "frames sampled per second of video (by presentation time)", min=0.001, max=240.0)
-    max_side: int = _f(448, "downscale frames so the longer side is at most this many pixels (0 = keep)", min=0)
+    max_side: int = _f(720, "downscale frames so the longer side is at most this many pixels (0 = keep)", min=0)
     start: float = _f(0.0, "start reading at this time (seconds)", min=0.0)
     duration: float | None = _f(None, "stop after this many seconds of video (null = to the end / forever)", min=0.0, nullable=True)
     queue_size: int = _f(64, "live sources: frames buffered before the oldest are dropped", min=1)

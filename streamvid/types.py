@@ -359,7 +359,7 @@ class ClipMemory:
     vector: np.ndarray                       # [Dv] float32
     keyframes: tuple[float, ...] = ()
     text_vector: np.ndarray | None = None    # [Dt] float32
-    tokens: np.ndarray | None = None         # [K, Dv] float16/float32
+    tokens: np.ndarray | None = None         # [K, D] float16/float32 (the encoder's token space)
     token_times: np.ndarray | None = None    # [K] float32 seconds
     token_positions: np.ndarray | None = None  # [K] int32 grid indices
     labels: tuple[tuple[str, float], ...] = ()
@@ -380,8 +380,6 @@ class ClipMemory:
         if self.tokens is not None:
             check_array(self.tokens, "ClipMemory.tokens", ndim=2, dtypes=(np.float16, np.float32))
             k = self.tokens.shape[0]
-            _check(self.tokens.shape[1] == self.vector.shape[0], "ClipMemory.tokens",
-                   f"dim {self.vector.shape[0]} (as vector)", self.tokens.shape[1])
             if self.token_times is not None:
                 check_array(self.token_times, "ClipMemory.token_times", shape=(k,))
             if self.token_positions is not None:

@@ -130,6 +130,10 @@ class CompressConfig(_Section):
     shot_detector: str = _f("content", "shot boundary detector", choices=("content", "adaptive", "none"))
     shot_threshold: float = _f(27.0, "shot detector threshold (PySceneDetect scale)", min=0.0)
     min_tokens: int = _f(2, "tokens kept from any frame at least", min=0)
+    budget_window: int = _f(8, "frames over which the average keep ratio holds (a frame's share varies inside it; also the pruner's latency)", min=1)
+    keyframe_threshold: float = _f(0.15, "a frame whose pooled cosine distance to the last keyframe reaches this is a keyframe", min=0.0, max=2.0)
+    keyframe_interval: float = _f(8.0, "a keyframe at least every this many seconds (0 = only by change)", min=0.0)
+    adaptive_ratio: float = _f(3.0, "adaptive detector: score / neighbourhood-average ratio for a shot boundary (shot_threshold is then the minimum content score)", min=0.0)
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,7 @@ class ClipConfig(_Section):
     min_length: float = _f(2.0, "shortest clip (s) unless the video ends", min=0.0)
     max_length: float = _f(6.0, "longest clip (s)", min=0.1)
     split_threshold: float = _f(0.15, "start a new clip when the picture changes this much", min=0.0, max=1.0)
+    max_tokens: int = _f(256, "visual tokens stored per clip at most (the most novel are kept; 0 = store none)", min=0)
 
 
 @dataclass(frozen=True)

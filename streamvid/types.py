@@ -298,7 +298,8 @@ class TokenPruner(ABC):
     """Keeps, per frame, the tokens that are new against spatial and temporal anchors."""
 
     @abstractmethod
-    def push(self, features: FrameFeatures, *, is_keyframe: bool = False) -> list[CompressedFrame]: ...
+    def push(self, features: FrameFeatures, *, is_keyframe: bool = False,
+             is_shot_boundary: bool = False) -> list[CompressedFrame]: ...
 
     @abstractmethod
     def flush(self) -> list[CompressedFrame]: ...

@@ -1,0 +1,335 @@
+"""Indexing: a video (file, camera, stream) into a clip-memory store.
+
+The stages run in one direction — source -> feature cache -> keyframes -> pruner -> clip
+builder -> store — each a push/flush stage, so the same loop serves a file (flushed at the
+end) and a live stream (committed every ``memory.commit_every`` seconds until stopped).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from streamvid.config import Config
+from streamvid.errors import StoreError
+from streamvid.progress import progress as make_progress
+from streamvid.types import ClipMemory, Frame
+
+from .models import Models
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IndexSummary:
+    """What one indexing run did."""
+
+    source_id: str
+    store: str
+    duration: float = 0.0          # seconds of video read
+    frames: int = 0                # frames sampled
+    clips: int = 0                 # clips added
+    seconds: float = 0.0           # wall-clock time taken
+    frames_reused: int = 0         # frames whose features came from the cache
+    tokens_total: int = 0          # tokens the encoder produced (or reused) for sampled frames
+    tokens_recomputed: float = 0.0  # tokens actually computed by the encoder
+    tokens_kept: int = 0           # tokens kept by the pruner
+    described: int = 0             # frames described (labels / OCR)
+    decode_errors: int = 0
+    dropped: int = 0
+    reconnects: int = 0
+    truncated: bool = False
+    stopped: bool = False          # a live run stopped by the user or --duration
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def x_realtime(self) -> float:
+        return self.duration / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def tokens_per_minute(self) -> float:
+        return self.tokens_kept / (self.duration / 60.0) if self.duration > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["x_realtime"] = round(self.x_realtime, 2)
+        d["tokens_per_minute"] = round(self.tokens_per_minute, 1)
+        d["stage_seconds"] = {k: round(v, 3) for k, v in self.stage_seconds.items()}
+        d["seconds"] = round(self.seconds, 3)
+        d["duration"] = round(self.duration, 3)
+        return d
+
+    def lines(self) -> list[str]:
+        """Human-readable summary lines."""
+        from streamvid.types import format_time
+
+        reuse = f"{self.frames_reused}/{self.frames} frames reused"
+        if self.tokens_total:
+            reuse += f", {100.0 * (1 - self.tokens_recomputed / self.tokens_total):.0f}% of tokens reused"
+        out = [
+            f"indexed {self.source_id}: {format_time(self.duration)} of video, {self.frames} frames, "
+            f"{self.clips} clips in {self.seconds:.1f} s ({self.x_realtime:.1f}x real time)",
+            f"cache: {reuse}; pruner: {self.tokens_kept} tokens kept "
+            f"({self.tokens_per_minute:.0f} per minute of video)",
+            "stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.stage_seconds.items()),
+        ]
+        notes = []
+        if self.decode_errors:
+            notes.append(f"{self.decode_errors} undecodable packets skipped")
+        if self.truncated:
+            notes.append("the file ends early (truncated)")
+        if self.dropped:
+            notes.append(f"{self.dropped} live frames dropped")
+        if self.reconnects:
+            notes.append(f"{self.reconnects} reconnects")
+        if notes:
+            out.append("notes: " + "; ".join(notes))
+        out.append(f"store: {self.store}")
+        return out
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def add(self, stage: str, since: float) -> float:
+        now = time.perf_counter()
+        self.seconds[stage] += now - since
+        return now
+
+
+class Indexer:
+    """Runs the indexing stages for one source into an open store."""
+
+    def __init__(self, config: Config, store, models: Models, source_id: str, timer: _Timer):
+        from streamvid.cache import create_cache
+        from streamvid.compress import create_clip_builder, create_keyframe_selector, create_pruner
+
+        self.config = config
+        self.store = store
+        self.models = models
+        self.timer = timer
+        self.cache = create_cache(models.encoder, config.cache, batch_size=config.encoder.batch_size)
+        self.keyframes = create_keyframe_selector(config.compress)
+        self.pruner = create_pruner(config.compress)
+        self.builder = create_clip_builder(config.clips, source_id=source_id)
+        self.describer = models.describer
+        self._frames: dict[int, Frame] = {}
+        self._descriptions: dict[int, Any] = {}
+        self._pending: list[ClipMemory] = []
+        self.summary_counts: dict[str, float] = defaultdict(float)
+
+    # ------------------------------------------------------------------ stages
+    def push(self, frame: Frame) -> None:
+        self._frames[frame.index] = frame
+        t = time.perf_counter()
+        feats = self.cache.push(frame)
+        self.timer.add("encode", t)
+        self._after_cache(feats)
+
+    def flush(self) -> None:
+        t = time.perf_counter()
+        feats = self.cache.flush()
+        self.timer.add("encode", t)
+        self._after_cache(feats)
+        t = time.perf_counter()
+        decided = self.keyframes.flush()
+        self.timer.add("compress", t)
+        self._after_keyframes(decided)
+        t = time.perf_counter()
+        compressed = self.pruner.flush()
+        self.timer.add("compress", t)
+        self._after_pruner(compressed)
+        self._to_memory(self.builder.flush())
+        self.add_pending()
+
+    def _after_cache(self, feats) -> None:
+        for f in feats:
+            frame = self._frames.get(f.index)
+            c = self.summary_counts
+            c["frames_reused"] += int(f.reused)
+            c["tokens_total"] += f.tokens.shape[0]
+            c["tokens_recomputed"] += f.tokens_recomputed * f.tokens.shape[0]
+            if self.describer is not None and frame is not None:
+                t = time.perf_counter()
+                desc = self.describer.maybe_describe(frame, f)
+                self.timer.add("describe", t)
+                if desc is not None:
+                    self._descriptions[f.index] = desc
+                    c["described"] += 1
+            t = time.perf_counter()
+            decided = self.keyframes.push(f, image=None if frame is None else frame.image)
+            self.timer.add("compress", t)
+            self._after_keyframes(decided)
+
+    def _after_keyframes(self, decided) -> None:
+        for feats, is_kf, is_sb in decided:
+            self._frames.pop(feats.index, None)
+            t = time.perf_counter()
+            out = self.pruner.push(feats, is_keyframe=is_kf, is_shot_boundary=is_sb)
+            self.timer.add("compress", t)
+            self._after_pruner(out)
+
+    def _after_pruner(self, compressed) -> None:
+        for cf in compressed:
+            self.summary_counts["tokens_kept"] += cf.tokens.shape[0]
+            desc = self._descriptions.pop(cf.features.index, None)
+            t = time.perf_counter()
+            clips = self.builder.push(cf, desc)
+            self.timer.add("compress", t)
+            self._to_memory(clips)
+
+    def _to_memory(self, clips) -> None:
+        self._pending.extend(clips)
+        if len(self._pending) >= 32:
+            self.add_pending()
+
+    def add_pending(self) -> None:
+        """Embed the pending clips' descriptions and add them to the store (not committed)."""
+        if not self._pending:
+            return
+        t = time.perf_counter()
+        clips, self._pending = self._pending, []
+        texts = [c.description or " " for c in clips]
+        vecs = self.models.text_encoder.encode(texts)
+        clips = [dataclasses.replace(c, text_vector=vecs[i].astype("float32"))
+                 if c.description else c for i, c in enumerate(clips)]
+        self.store.add(clips)
+        self.summary_counts["clips"] += len(clips)
+        self.timer.add("memory", t)
+
+
+def default_source_id(uri: str) -> str:
+    p = Path(uri)
+    return p.name if p.exists() else uri
+
+
+def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Models | None = None,
+                progress: bool = True, source_id: str | None = None,
+                stop: threading.Event | None = None,
+                on_commit: Callable[[IndexSummary], None] | None = None) -> IndexSummary:
+    """Index ``uri`` into the store at ``store_dir`` (created if missing, else extended).
+
+    A file is committed once at the end; a live source every ``memory.commit_every``
+    seconds, until it ends, ``source.duration`` is reached, ``stop`` is set or Ctrl-C.
+    A store created by this call is removed again if indexing fails before its first commit.
+    """
+    from memory.store import MemoryStore
+    from streamvid.sources import open_source
+
+    store_dir = Path(store_dir)
+    models = models or Models(config)
+    timer = _Timer()
+    t_start = time.perf_counter()
+    t = time.perf_counter()
+    source = open_source(str(uri), config.source)
+    timer.add("decode", t)
+    sid = source_id or source.source_id or default_source_id(str(uri))
+    if source.is_live and not source_id:
+        sid = f"{sid}@{time.strftime('%Y-%m-%dT%H:%M:%S')}"
+    existed = (store_dir / "manifest.json").exists()
+    committed = False
+    store = None
+    summary = IndexSummary(source_id=sid, store=str(store_dir))
+    try:
+        spec = models.store_spec()
+        store = MemoryStore.open(store_dir, spec, mode="a", config=config.memory)
+        if sid in store.sources():
+            raise StoreError(
+                f"{sid!r} is already in the store {store_dir}; fix: pass --source-id NAME to "
+                f"index it again under another name, or use a new --store")
+        config.save(store_dir / "config.yaml")
+        indexer = Indexer(config, store, models, sid, timer)
+        total = source.duration
+        bar = make_progress(total=round(total, 1) if total else None, desc=f"indexing {sid}",
+                            unit="s", enabled=progress)
+        last_commit = time.monotonic()
+        last_pts = 0.0
+        first_pts: float | None = None
+        try:
+            it = iter(source)
+            while True:
+                if stop is not None and stop.is_set():
+                    summary.stopped = True
+                    break
+                t = time.perf_counter()
+                try:
+                    frame = next(it)
+                except StopIteration:
+                    timer.add("decode", t)
+                    break
+                timer.add("decode", t)
+                if first_pts is None:
+                    first_pts = frame.pts
+                summary.frames += 1
+                indexer.push(frame)
+                if total:
+                    bar.update(round(min(frame.pts, total) - last_pts, 3))
+                else:
+                    bar.update(round(frame.pts - last_pts, 3))
+                last_pts = frame.pts
+                if source.is_live and time.monotonic() - last_commit >= config.memory.commit_every:
+                    indexer.add_pending()
+                    t = time.perf_counter()
+                    store.commit()
+                    committed = True
+                    timer.add("memory", t)
+                    last_commit = time.monotonic()
+                    if on_commit is not None:
+                        on_commit(_fill(summary, indexer, source, timer, t_start, first_pts, last_pts))
+        except KeyboardInterrupt:
+            if not source.is_live:
+                raise
+            summary.stopped = True
+            log.info("stopped by the user; committing what was indexed")
+        finally:
+            bar.close()
+        indexer.flush()
+        t = time.perf_counter()
+        store.commit()
+        committed = True
+        timer.add("memory", t)
+        _fill(summary, indexer, source, timer, t_start, first_pts, last_pts)
+        if on_commit is not None:
+            on_commit(summary)
+        return summary
+    except BaseException:
+        if store is not None:
+            store.close()
+            store = None
+        if not existed and not committed and store_dir.exists():
+            shutil.rmtree(store_dir, ignore_errors=True)
+        raise
+    finally:
+        source.close()
+        if store is not None:
+            store.close()
+
+
+def _fill(summary: IndexSummary, indexer: Indexer, source, timer: _Timer, t_start: float,
+          first_pts: float | None, last_pts: float) -> IndexSummary:
+    c = indexer.summary_counts
+    summary.clips = int(c["clips"])
+    summary.frames_reused = int(c["frames_reused"])
+    summary.tokens_total = int(c["tokens_total"])
+    summary.tokens_recomputed = float(c["tokens_recomputed"])
+    summary.tokens_kept = int(c["tokens_kept"])
+    summary.described = int(c["described"])
+    interval = 1.0 / indexer.config.source.fps
+    summary.duration = (last_pts - first_pts + interval) if first_pts is not None else 0.0
+    st = source.stats
+    summary.decode_errors = st.decode_errors
+    summary.dropped = st.dropped
+    summary.reconnects = st.reconnects
+    summary.truncated = st.truncated
+    summary.seconds = time.perf_counter() - t_start
+    summary.stage_seconds = dict(timer.seconds)
+    return summary
+

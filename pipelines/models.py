@@ -1,0 +1,66 @@
+"""The models a pipeline needs, loaded once and shared by indexing and asking."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from streamvid.config import Config
+
+log = logging.getLogger(__name__)
+
+# Config sections that change what is written into a store: a store built with other values
+# of these is a different store (``ask VIDEO`` keys its cache on them).
+INDEX_SECTIONS = ("source", "encoder", "cache", "compress", "describe", "clips", "memory", "text")
+
+
+class Models:
+    """Lazily built encoder, text encoder and describer for one :class:`Config`."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self._encoder: Any = None
+        self._text: Any = None
+        self._describer: Any = None
+
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            from streamvid.encoders import create_encoder
+
+            self._encoder = create_encoder(self.config.encoder)
+            log.info("vision encoder %s ready", self._encoder.model_id)
+        return self._encoder
+
+    @property
+    def text_encoder(self):
+        if self._text is None:
+            from streamvid.encoders import create_text_encoder
+
+            self._text = create_text_encoder(self.config.text)
+        return self._text
+
+    @property
+    def describer(self):
+        """The frame describer, or None when labels and OCR are both off."""
+        d = self.config.describe
+        if not (d.labels or d.ocr):
+            return None
+        if self._describer is None:
+            from streamvid.describe import create_describer
+
+            self._describer = create_describer(d, self.encoder)
+        return self._describer
+
+    def store_spec(self):
+        """What a store built with these models records and checks when reopened."""
+        from memory.store import StoreSpec
+
+        enc, txt = self.encoder, self.text_encoder
+        return StoreSpec(
+            encoder_id=enc.model_id,
+            vector_dim=int(enc.pooled_dim or enc.dim),
+            text_id=txt.model_id,
+            text_dim=int(txt.dim),
+            config={k: v for k, v in self.config.to_dict().items() if k in INDEX_SECTIONS},
+        )

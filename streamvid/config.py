@@ -127,7 +127,7 @@ class CompressConfig(_Section):
     keep_ratio: float = _f(0.25, "fraction of a frame's tokens kept on average", min=0.0, max=1.0)
     keyframe_boost: float = _f(2.0, "keyframes keep this many times the average share", min=1.0)
     temporal_window: int = _f(4, "frames in the temporal anchor", min=1)
-    spatial_weight: float = _f(0.5, "weight of novelty against the spatial anchor (rest: temporal)", min=0.0, max=1.0)
+    spatial_weight: float = _f(0.3, "weight of novelty against the spatial anchor (rest: temporal)", min=0.0, max=1.0)
     merge_dropped: bool = _f(True, "fold dropped tokens into their nearest kept token")
     shot_detector: str = _f("content", "shot boundary detector", choices=("content", "adaptive", "none"))
     shot_threshold: float = _f(27.0, "shot detector threshold (PySceneDetect scale)", min=0.0)

@@ -119,6 +119,7 @@ class CacheConfig(_Section):
     thumb_size: int = _f(32, "side of the small frame used for the change test", min=4, max=256)
     recompute_ratio: float = _f(0.25, "token mode: base fraction of tokens recomputed per layer", min=0.0, max=1.0)
     adaptive: bool = _f(True, "token mode: scale the recompute ratio with how much the frame changed")
+    refresh_threshold: float = _f(0.1, "token mode: a change against the reference frame at or above this makes the frame the new reference (full pass)", min=0.0, max=1.0)
 
 
 @dataclass(frozen=True)

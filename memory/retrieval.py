@@ -1,0 +1,326 @@
+"""Question-aware recall from a memory store into a fixed visual token budget."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from streamvid.config import RetrievalConfig
+from streamvid.errors import QueryError, StoreError
+from streamvid.types import ClipMemory, Context, ContextItem, Question, TextEncoder, VisionEncoder
+
+from .budget import allocate, pick_tokens
+from .lexical import BM25, is_text_question, plain_words, quoted_phrases, words
+from .store import MemoryStore
+
+log = logging.getLogger(__name__)
+
+SLICES = 4             # recency correction: candidates are also drawn from each time slice
+MAX_BUCKETS = 32       # recency correction: time windows per source for the baseline
+OCR_LEXICAL = 0.75     # lexical weight for questions about written text
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, np.float32)
+    n = np.linalg.norm(v, axis=-1, keepdims=True)
+    return v / np.maximum(n, 1e-8)
+
+
+@dataclass
+class _Baseline:
+    """Per source: time-window edges and the mean vector of each window (one space)."""
+
+    edges: dict[int, np.ndarray] = field(default_factory=dict)
+    means: dict[int, np.ndarray] = field(default_factory=dict)
+    overall: np.ndarray | None = None
+
+
+class Retriever:
+    """Finds the clips that answer a question and packs them into a token budget.
+
+    Text questions are matched against clip text vectors (``text_encoder``), fused with
+    BM25 over descriptions, labels and OCR text; questions about written text lean on the
+    OCR words. Image questions are matched against clip vectors and, token by token,
+    against the kept visual tokens (``vision_encoder``). With ``recency_correction`` each
+    dense score is measured against the query's similarity to the clip's time window, so
+    a stream whose features drift over time does not bury early moments.
+    """
+
+    def __init__(self, store: MemoryStore, config: RetrievalConfig | None = None, *,
+                 text_encoder: TextEncoder | None = None,
+                 vision_encoder: VisionEncoder | None = None):
+        self.store = store
+        self.config = config or RetrievalConfig()
+        self.text_encoder = text_encoder
+        self.vision_encoder = vision_encoder
+        self._bm_all = BM25()
+        self._bm_ocr = BM25()
+        self._ocr: dict[int, str] = {}
+        self._base_key: tuple[Any, ...] | None = None
+        self._base: dict[str, _Baseline] = {}
+
+    # ------------------------------------------------------------------ indexes kept here
+    def _sync_lexical(self) -> None:
+        ids = set(self.store.ids().tolist())
+        known = set(self._bm_all.lengths)
+        for d in known - ids:
+            self._bm_all.remove(d)
+            self._bm_ocr.remove(d)
+            self._ocr.pop(d, None)
+        new = sorted(ids - known)
+        for c in self.store.get(new) if new else []:
+            label_words = " ".join(lbl for lbl, _ in c.labels)
+            ocr = words(c.ocr_text)
+            self._bm_all.add(c.id, words(c.description) + words(label_words) + ocr)
+            self._bm_ocr.add(c.id, ocr)
+            self._ocr[c.id] = " ".join(plain_words(c.ocr_text))
+
+    def _baselines(self, space: str) -> _Baseline:
+        key = (self.store.generation, len(self.store), int(self.store.ids()[-1])
+               if len(self.store) else -1)
+        if self._base_key != key:
+            self._base, self._base_key = {}, key
+        if space in self._base:
+            return self._base[space]
+        t = self.store.table()
+        vecs = self.store.vectors(t["id"], space=space)
+        has = np.linalg.norm(vecs, axis=1) > 0
+        b = _Baseline(overall=vecs[has].mean(0) if has.any() else None)
+        for code in np.unique(t["source"]):
+            m = (t["source"] == code) & has
+            if not m.any():
+                continue
+            mids = (t["start"][m] + t["end"][m]) / 2
+            nb = int(np.clip(m.sum() // 16, 1, MAX_BUCKETS))
+            edges = np.quantile(mids, np.linspace(0, 1, nb + 1)[1:-1]) if nb > 1 else np.zeros(0)
+            bucket = np.searchsorted(edges, mids, side="right")
+            means = np.zeros((nb, vecs.shape[1]), np.float32)
+            for j in range(nb):
+                sel = bucket == j
+                means[j] = vecs[m][sel].mean(0) if sel.any() else b.overall
+            b.edges[int(code)] = edges
+            b.means[int(code)] = means
+        self._base[space] = b
+        return b
+
+    def _correct(self, q: np.ndarray, ids: list[int], scores: np.ndarray, space: str,
+                 table: dict[str, np.ndarray], rowpos: dict[int, int]) -> np.ndarray:
+        """Scores minus the query's similarity to each clip's time window, plus the overall one."""
+        b = self._baselines(space)
+        if b.overall is None:
+            return scores
+        ref = float(q @ b.overall)
+        out = scores.copy()
+        for i, cid in enumerate(ids):
+            r = rowpos[cid]
+            code = int(table["source"][r])
+            if code not in b.means:
+                continue
+            mid = (table["start"][r] + table["end"][r]) / 2
+            j = int(np.searchsorted(b.edges[code], mid, side="right"))
+            out[i] = scores[i] - float(q @ b.means[code][j]) + ref
+        return out
+
+    # ------------------------------------------------------------------ candidates
+    def _dense_candidates(self, q: np.ndarray, space: str, source: str | None) -> set[int]:
+        c = self.config.candidates
+        found = {i for i, _ in self.store.search(q, c, space=space, source=source)}
+        if self.config.recency_correction and len(self.store) > c:
+            try:
+                lo, hi = self.store.span(source)
+            except StoreError:  # no clips of that source: nothing to add
+                return found
+            edges = np.linspace(lo, hi, SLICES + 1)
+            per = max(1, c // SLICES)
+            for a, b in zip(edges[:-1], edges[1:]):
+                found |= {i for i, _ in self.store.search(q, per, space=space, source=source,
+                                                          time_range=(float(a), float(b)))}
+        return found
+
+    # ------------------------------------------------------------------ scoring
+    def _score_text(self, text: str, source: str | None, table, rowpos) -> dict[int, float]:
+        cfg = self.config
+        dense: dict[int, float] = {}
+        spaces: list[tuple[str, np.ndarray]] = []
+        if self.text_encoder is not None:
+            spaces.append(("text", _unit(self.text_encoder.encode([text])[0])))
+        if self.vision_encoder is not None and self.vision_encoder.supports_text:
+            spaces.append(("visual", _unit(self.vision_encoder.encode_text([text])[0])))
+        for space, q in spaces:
+            cand = sorted(self._dense_candidates(q, space, source))
+            if not cand:
+                continue
+            s = self.store.vectors(np.array(cand), space=space) @ q
+            if cfg.recency_correction:
+                s = self._correct(q, cand, s, space, table, rowpos)
+            for cid, v in zip(cand, s.tolist()):
+                dense[cid] = max(dense.get(cid, -1.0), v)
+        self._sync_lexical()
+        qw = words(text)
+        lex = self._bm_all.score(qw)
+        lam = cfg.lexical_weight
+        if is_text_question(text):
+            ocr = self._bm_ocr.score(qw)
+            phrases = [p for p in quoted_phrases(text) if p]
+            lex = {d: 0.3 * lex.get(d, 0.0) + 0.7 * ocr.get(d, 0.0) for d in set(lex) | set(ocr)}
+            for d in list(self._ocr):
+                if any(p in self._ocr[d] for p in phrases):
+                    lex[d] = min(1.0, lex.get(d, 0.0) + 0.5)
+            lam = max(lam, OCR_LEXICAL)
+        if source is not None:
+            lex = {d: s for d, s in lex.items()
+                   if table["source_names"][table["source"][rowpos[d]]] == source}
+        if lex:  # keep the best lexical candidates only
+            top = sorted(lex.items(), key=lambda kv: -kv[1])[: cfg.candidates]
+            lex = dict(top)
+        if not spaces:
+            return lex
+        out: dict[int, float] = {}
+        for d in set(dense) | set(lex):
+            if d not in dense:  # dense score of a lexical-only candidate
+                dense[d] = self._dense_of(d, spaces, table, rowpos)
+            out[d] = (1 - lam) * dense[d] + lam * lex.get(d, 0.0)
+        return out
+
+    def _dense_of(self, cid: int, spaces, table, rowpos) -> float:
+        best = -1.0
+        for space, q in spaces:
+            v = self.store.vectors(np.array([cid]), space=space)[0]
+            if not v.any():
+                continue
+            s = np.array([float(v @ q)])
+            if self.config.recency_correction:
+                s = self._correct(q, [cid], s, space, table, rowpos)
+            best = max(best, float(s[0]))
+        return best
+
+    def _score_image(self, image: np.ndarray, source: str | None, table, rowpos
+                     ) -> tuple[dict[int, float], np.ndarray]:
+        if self.vision_encoder is None:
+            raise QueryError("an image question needs the vision encoder the store was built "
+                             "with; fix: create the Retriever with vision_encoder=")
+        out = self.vision_encoder.encode([image])
+        qp = _unit(out.pooled[0])
+        qt = _unit(out.tokens[0])
+        cand = sorted(self._dense_candidates(qp, "visual", source))
+        if not cand:
+            return {}, qp
+        pooled = self.store.vectors(np.array(cand)) @ qp
+        if self.config.recency_correction:
+            pooled = self._correct(qp, cand, pooled, "visual", table, rowpos)
+        w = self.config.late_interaction
+        scores: dict[int, float] = {}
+        for cid, clip, ps in zip(cand, self.store.get(cand), pooled.tolist()):
+            if w > 0 and clip.tokens is not None and clip.n_tokens:
+                tk = _unit(np.asarray(clip.tokens, np.float32))
+                maxsim = float((tk @ qp).max())
+                late = float((qt @ tk.T).max(axis=1).mean())
+                raw = float(clip.vector @ qp)
+                tok = 0.5 * (maxsim + late) + (ps - raw)  # same drift correction as pooled
+                scores[cid] = (1 - w) * ps + w * tok
+            else:
+                scores[cid] = ps
+        return scores, qp
+
+    # ------------------------------------------------------------------ public
+    def retrieve(self, question: Question, *, top_k: int | None = None,
+                 source: str | None = None, budget: int | None = None) -> Context:
+        """The clips that best answer ``question``, packed into ``budget`` visual tokens.
+
+        Hits get tokens in proportion to their score (at least ``min_tokens`` each);
+        ``anchors`` clips spread over the timeline get ``anchor_tokens`` each. Items are in
+        chronological order; ``Context.tokens_used <= budget``.
+        """
+        cfg = self.config
+        top_k = int(top_k if top_k is not None else cfg.top_k)
+        budget = int(budget if budget is not None else cfg.token_budget)
+        if top_k < 1 or budget < 1:
+            raise QueryError(f"top_k and budget must be >= 1, got top_k={top_k}, budget={budget}")
+        if source is not None and source not in self.store.sources():
+            raise QueryError(f"source {source!r} is not in the store {self.store.path}; "
+                             f"sources: {', '.join(self.store.sources()) or 'none'}")
+        if len(self.store) == 0:
+            return Context(items=(), budget=budget, question=question)
+        table = self.store.table()
+        rowpos = {int(c): i for i, c in enumerate(table["id"])}
+        parts: list[dict[int, float]] = []
+        q_visual: np.ndarray | None = None
+        if question.image is not None:
+            s, q_visual = self._score_image(question.image, source, table, rowpos)
+            parts.append(s)
+        if question.text.strip():
+            parts.append(self._score_text(question.text, source, table, rowpos))
+            if q_visual is None and self.vision_encoder is not None and \
+                    self.vision_encoder.supports_text:
+                q_visual = _unit(self.vision_encoder.encode_text([question.text])[0])
+        scores: dict[int, float] = {}
+        for p in parts:
+            for d, s in p.items():
+                scores[d] = scores.get(d, 0.0) + s / len(parts)
+        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]
+        hits = self.store.get([d for d, _ in ranked])
+        hit_scores = [s for _, s in ranked]
+        anchors = self._anchors(hits, source, table, budget)
+        anchor_cost = sum(min(cfg.anchor_tokens, max(a.n_tokens, 1)) for a in anchors)
+        caps = [max(c.n_tokens, 1) for c in hits]
+        alloc = allocate(hit_scores, caps, budget - anchor_cost, cfg.min_tokens)
+        items: list[ContextItem] = []
+        for rank, (clip, score, n) in enumerate(zip(hits, hit_scores, alloc)):
+            if n <= 0:
+                continue
+            items.append(self._item(clip, score, n, q_visual, rank=rank, anchor=False))
+        for a in anchors:
+            n = min(cfg.anchor_tokens, max(a.n_tokens, 1))
+            items.append(self._item(a, float(scores.get(a.id, 0.0)), n, q_visual, rank=-1,
+                                    anchor=True))
+        items.sort(key=lambda it: (it.clip.start, it.clip.end, it.is_anchor))
+        return Context(items=tuple(items), budget=budget, question=question)
+
+    def _anchors(self, hits: list[ClipMemory], source: str | None, table, budget: int
+                 ) -> list[ClipMemory]:
+        cfg = self.config
+        n = cfg.anchors if cfg.anchor_tokens > 0 else 0
+        n = min(n, budget // 4 // max(cfg.anchor_tokens, 1))  # anchors take at most a quarter
+        if n <= 0:
+            return []
+        sid = source or (hits[0].source_id if hits else None)
+        mask = np.ones(len(table["id"]), bool)
+        if sid is not None:
+            code = list(table["source_names"]).index(sid)
+            mask &= table["source"] == code
+        ids = table["id"][mask]
+        mids = ((table["start"] + table["end"]) / 2)[mask]
+        taken = {c.id for c in hits}
+        if len(ids) == 0:
+            return []
+        lo, hi = float(table["start"][mask].min()), float(table["end"][mask].max())
+        chosen: list[int] = []
+        for j in range(n):
+            t = lo + (j + 0.5) * (hi - lo) / n
+            order = np.argsort(np.abs(mids - t), kind="stable")
+            for o in order:
+                cid = int(ids[o])
+                if cid not in taken:
+                    taken.add(cid)
+                    chosen.append(cid)
+                    break
+        return self.store.get(chosen)
+
+    def _item(self, clip: ClipMemory, score: float, n: int, q_visual: np.ndarray | None, *,
+              rank: int, anchor: bool) -> ContextItem:
+        if clip.tokens is None or clip.n_tokens == 0:
+            return ContextItem(clip=clip, score=float(score), tokens=clip.vector[None].copy(),
+                               token_times=np.array([clip.keyframe], np.float32),
+                               is_anchor=anchor, rank=rank)
+        toks = np.asarray(clip.tokens, np.float32)
+        rel = _unit(toks) @ q_visual if q_visual is not None else None
+        times = np.asarray(clip.token_times, np.float32) if clip.token_times is not None \
+            else np.full(clip.n_tokens, clip.keyframe, np.float32)
+        pos = np.asarray(clip.token_positions) if clip.token_positions is not None else None
+        idx = pick_tokens(toks, n, rel, times, pos)
+        return ContextItem(clip=clip, score=float(score), tokens=toks[idx],
+                           token_times=times[idx], is_anchor=anchor, rank=rank)
+

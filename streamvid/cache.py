@@ -220,11 +220,174 @@ def create_cache(encoder: VisionEncoder, config: CacheConfig | None = None, *,
     if config.mode == "frame":
         return FrameCache(encoder, config, batch_size=batch_size)
     if config.mode == "token":
-        runner = getattr(encoder, "token_runner", None)
-        if runner is None:
+        if not hasattr(type(encoder), "token_runner"):
             raise ConfigError(
                 f"config cache.mode=token needs a transformer vision encoder (hf with a CLIP, "
                 f"SigLIP, ViT or DINOv2 model); encoder {encoder.name!r} ({encoder.model_id}) "
                 "cannot recompute single tokens; fix: set cache.mode: frame, or encoder.name: hf")
         return TokenCache(encoder, config, batch_size=batch_size)
     raise ConfigError(f"config cache.mode: expected frame or token, got {config.mode!r}")
+
+
+# --------------------------------------------------------------------------- token level
+
+
+def adaptive_ratio(base: float, change: float, threshold: float) -> float:
+    """Recompute ratio for a frame: ``base`` scaled by ``change / threshold`` in [0.25, 4]."""
+    if threshold <= 0:
+        return 1.0
+    return float(min(1.0, max(0.0, base * min(4.0, max(0.25, change / threshold)))))
+
+
+class _Reference:
+    """A fully computed frame: per-layer block inputs ``h[l]`` (``h[L]`` is the last output)
+    and per-layer keys and values."""
+
+    def __init__(self, thumb: np.ndarray) -> None:
+        self.thumb = thumb
+        self.h: list[Any] = []
+        self.k: list[Any] = []
+        self.v: list[Any] = []
+        self.age = 0
+
+
+class TokenCache(_StatsMixin, FeatureCache):
+    """Token-level selective recompute inside the transformer blocks of an ``hf`` encoder.
+
+    A reference frame gets a full pass that keeps, per block, its input hidden states, keys
+    and values. A later frame computes its patch embedding, then in every block picks the
+    tokens whose block input moved most from the reference's (plus the CLS/register
+    tokens), recomputes queries, keys, values, attention and MLP for those only — they
+    attend to all tokens, with fresh keys/values for the recomputed ones and the
+    reference's for the rest — and copies the reference's block output for the others.
+    With ratio 1 this is the plain forward.
+
+    Which frames are references: the first, a scene cut (change against the previous frame
+    ``>= cut_threshold``), a jump (change against the reference ``>= refresh_threshold``),
+    and every frame after ``max_age`` partial ones. The ratio per frame is
+    ``recompute_ratio`` or, with ``adaptive``, ``recompute_ratio * clip(change_to_reference /
+    threshold, 0.25, 4)`` capped at 1. Frames are processed one at a time (each depends on
+    the current reference), so ``push`` returns every frame's features at once.
+    """
+
+    def __init__(self, encoder: VisionEncoder, config: CacheConfig | None = None, *,
+                 batch_size: int = 16):
+        if not hasattr(type(encoder), "token_runner"):
+            raise ConfigError(f"token cache: encoder {encoder.name!r} has no token runner; "
+                              "fix: set cache.mode: frame")
+        import torch
+
+        runner = encoder.token_runner  # type: ignore[attr-defined]
+
+        self._torch = torch
+        self.encoder = encoder
+        self.runner = runner
+        self.config = config or CacheConfig(mode="token")
+        self.batch_size = batch_size
+        self._ref: _Reference | None = None
+        self._prev_thumb: np.ndarray | None = None
+        self.trace: list[dict[str, Any]] | None = None  # set to [] to record per-block details
+        self._init_stats()
+        self._partial = 0
+
+    @property
+    def stats(self) -> Mapping[str, float]:
+        out = dict(super().stats)
+        out["frames_partial"] = self._partial
+        return out
+
+    # ------------------------------------------------------------------ passes
+    def full_pass(self, pixels, thumb: np.ndarray | None = None):
+        """Full forward of one frame ``[1, 3, H, W]``; it becomes the reference."""
+        ref = _Reference(thumb if thumb is not None else np.zeros(0, np.float32))
+        h = self.runner.embed(pixels)
+        for blk in self.runner.blocks:
+            ref.h.append(h)
+            q, k, v = blk.qkv(h)
+            ref.k.append(k)
+            ref.v.append(v)
+            h = blk.finish(h, q, k, v)
+        ref.h.append(h)
+        self._ref = ref
+        tokens, pooled = self.runner.finalize(h)
+        return tokens, pooled, 1.0
+
+    def partial_pass(self, pixels, ratio: float):
+        """Selective recompute against the current reference; returns the recomputed share."""
+        torch = self._torch
+        ref = self._ref
+        assert ref is not None
+        p = self.runner.n_prefix
+        h = self.runner.embed(pixels)
+        t = h.shape[1]
+        n_patch = t - p
+        k_count = p + min(n_patch, max(1, int(np.ceil(ratio * n_patch))))
+        done = 0
+        for layer, blk in enumerate(self.runner.blocks):
+            ref_in = ref.h[layer]
+            delta = (h[0] - ref_in[0]).float().norm(dim=-1)
+            if p:
+                delta[:p] = float("inf")
+            idx = torch.topk(delta, k_count, sorted=False).indices.sort().values
+            h_sel = h[:, idx]
+            q, k, v = blk.qkv(h_sel)
+            keys = ref.k[layer].clone()
+            vals = ref.v[layer].clone()
+            keys[:, :, idx] = k
+            vals[:, :, idx] = v
+            out_sel = blk.finish(h_sel, q, keys, vals)
+            if self.trace is not None:
+                mixed = ref_in.clone()
+                mixed[:, idx] = h_sel
+                self.trace.append({"layer": layer, "idx": idx, "input": mixed, "output": out_sel})
+            h = ref.h[layer + 1].clone()
+            h[:, idx] = out_sel
+            done += k_count
+        tokens, pooled = self.runner.finalize(h)
+        return tokens, pooled, done / (t * len(self.runner.blocks))
+
+    # ------------------------------------------------------------------ API
+    def push(self, frame: Frame) -> list[FrameFeatures]:
+        FrameCache._check_frame(frame)
+        cfg = self.config
+        thumb = thumbnail(frame.image, cfg.thumb_size)
+        change = 1.0 if self._prev_thumb is None else change_score(thumb, self._prev_thumb)
+        cut = self._prev_thumb is not None and change >= cfg.cut_threshold
+        self._prev_thumb = thumb
+        ref = self._ref
+        change_ref = 1.0 if ref is None else change_score(thumb, ref.thumb)
+        full = (ref is None or cut or change_ref >= cfg.refresh_threshold
+                or ref.age >= cfg.max_age)
+        ratio = 1.0
+        if not full:
+            ratio = adaptive_ratio(cfg.recompute_ratio, change_ref, cfg.threshold) \
+                if cfg.adaptive else cfg.recompute_ratio
+        torch = self._torch
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            pixels = self.runner.preprocess([frame.image])
+            if full:
+                tokens, pooled, share = self.full_pass(pixels, thumb)
+            else:
+                tokens, pooled, share = self.partial_pass(pixels, ratio)
+                ref.age += 1  # type: ignore[union-attr]
+                self._partial += 1
+            tok = tokens[0].float().numpy().copy()
+            pool = pooled[0].float().numpy().copy()
+        self._encode_seconds += time.perf_counter() - t0
+        n = tok.shape[0]
+        self._frames += 1
+        self._tokens_total += n
+        self._tokens_recomputed += share * n
+        return [FrameFeatures(pts=frame.pts, index=frame.index, tokens=tok, pooled=pool,
+                              grid=tuple(self.encoder.grid), reused=False,
+                              tokens_recomputed=float(min(1.0, share)), change=change, cut=cut,
+                              source_id=frame.source_id)]
+
+    def flush(self) -> list[FrameFeatures]:
+        return []
+
+    def reset(self) -> None:
+        """Drop the reference frame; the next frame gets a full pass."""
+        self._ref = None
+        self._prev_thumb = None

@@ -144,7 +144,7 @@ def _font(size: int):
     return ImageFont.load_default(size=size)
 
 
-def render_sign(text: str, *, font_size: int = 40, max_chars: int = 22) -> np.ndarray:
+def render_sign(text: str, *, font_size: int = 40, max_chars: int = 36) -> np.ndarray:
     """A sign carrying ``text``: ``[H, W, 4]`` RGBA, dark text on a light board with a border.
 
     Long sentences wrap onto several lines of at most ``max_chars`` characters.

@@ -131,7 +131,7 @@ class CompressConfig(_Section):
     spatial_weight: float = _f(0.3, "weight of novelty against the spatial anchor (rest: temporal)", min=0.0, max=1.0)
     merge_dropped: bool = _f(True, "fold dropped tokens into their nearest kept token")
     shot_detector: str = _f("content", "shot boundary detector", choices=("content", "adaptive", "none"))
-    shot_threshold: float = _f(27.0, "shot detector threshold (PySceneDetect scale)", min=0.0)
+    shot_threshold: float = _f(40.0, "shot detector threshold (PySceneDetect's 0-255 content score; at 1 fps real footage changes by up to ~30 within a shot and by 45+ at a cut)", min=0.0)
     min_tokens: int = _f(2, "tokens kept from any frame at least", min=0)
     budget_window: int = _f(8, "frames over which the average keep ratio holds (a frame's share varies inside it; also the pruner's latency)", min=1)
     keyframe_threshold: float = _f(0.15, "a frame whose pooled cosine distance to the last keyframe reaches this is a keyframe", min=0.0, max=2.0)

@@ -2,9 +2,10 @@
 
 A clip ends where the picture changes (a shot boundary, or the pooled features moved more
 than ``split_threshold`` cosine distance from the clip's first frame) once it is at least
-``min_length`` long, and always before it would pass ``max_length``. Consecutive clips tile
-time: a clip ends where the next one starts, and the last one a sample interval after its
-last frame.
+``min_length`` long, and always before its frames would span ``max_length``. Consecutive
+clips tile time: a clip ends where the next one starts (the last one a sample interval after
+its last frame), except across a gap in the input (no frame for more than 1.5 usual sample
+intervals), where the clip ends a sample interval after its last frame.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 #: labels kept per clip after merging its frames' labels
 CLIP_LABELS = 5
+#: a pause longer than this many usual sample intervals is a gap that no clip covers
+GAP_FACTOR = 1.5
 #: separator between OCR lines in a description's text
 LINE_SEP = " | "
 
@@ -104,7 +107,10 @@ class SceneClipBuilder(ClipBuilder):
         self._last_pts = pts
         out = []
         if self._frames and self._should_split(frame):
-            out.append(self._finish(end=pts))
+            last = self._frames[-1].pts
+            step = self._step()
+            # the clip ends where the next starts, unless frames are missing in between
+            out.append(self._finish(end=pts if pts - last <= GAP_FACTOR * step else last + step))
         self._frames.append(frame)
         self._descs.append(description)
         return out
@@ -113,8 +119,11 @@ class SceneClipBuilder(ClipBuilder):
         """Close the open clip (end = last frame + one sample interval)."""
         if not self._frames:
             return []
-        step = float(np.median(self._deltas)) if self._deltas else 1.0
-        return [self._finish(end=self._frames[-1].pts + step)]
+        return [self._finish(end=self._frames[-1].pts + self._step())]
+
+    def _step(self) -> float:
+        """The usual time between sampled frames (median of the recent ones; 1 s before any)."""
+        return float(np.median(self._deltas)) if self._deltas else 1.0
 
     # ------------------------------------------------------------------ internals
     def _should_split(self, frame: CompressedFrame) -> bool:

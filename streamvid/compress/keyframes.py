@@ -68,6 +68,7 @@ class ShotKeyframeSelector(KeyframeSelector):
         self._last_kf_pooled: np.ndarray | None = None
         self._last_kf_pts: float | None = None
         self._warned_no_image = False
+        self._shape: tuple[int, ...] | None = None
         self.keyframes = 0
         self.boundaries = 0
 
@@ -106,6 +107,13 @@ class ShotKeyframeSelector(KeyframeSelector):
             image = cv2.resize(image, (DETECT_WIDTH, max(1, round(h * DETECT_WIDTH / w))),
                                interpolation=cv2.INTER_AREA)
         bgr = np.ascontiguousarray(image[:, :, ::-1])
+        if self._shape is not None and bgr.shape != self._shape:
+            # a new picture size (a reconnected stream, spliced inputs) starts a new shot
+            log.debug("frame size changed from %s to %s at pts %.3f: shot boundary",
+                      self._shape, bgr.shape, self._pending[-1][0].pts)
+            self._detector = _make_detector(self.config)
+            self._pending[-1][2] = number > 0
+        self._shape = bgr.shape
         cuts = self._detector.process_frame(FrameTimecode(number, fps=1.0), bgr)
         for cut in cuts:
             frame_no = int(cut.frame_num)

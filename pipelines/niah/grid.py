@@ -11,6 +11,11 @@ A NIAH config file::
     questions: {types: [image, when, text, choice, multihop], top_k: 5, time_tolerance: 5.0}
     baseline:  null            # reserved: uniform sampling / pooling at the same token count
     pipeline:  configs/lite.yaml   # or a mapping with the sections of a streamvid Config
+    pipeline_overrides: {retrieval.token_budget: 256}   # dotted keys applied on top
+
+Comparisons (cache on/off, keep ratios, token budgets) are configs that differ only in
+``pipeline``/``pipeline_overrides``; haystacks are shared, and so are indexes when only
+query-time sections (retrieval, answer) differ.
 
 Relative paths are read from the config file's folder. Lengths are seconds or strings such
 as ``90s``, ``5m``, ``1h30m``.
@@ -217,7 +222,8 @@ class NiahConfig:
                   path: str = "") -> "NiahConfig":
         if not isinstance(data, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-        known = {"name", "seed", "haystack", "needles", "grid", "questions", "baseline", "pipeline"}
+        known = {"name", "seed", "haystack", "needles", "grid", "questions", "baseline", "pipeline",
+                 "pipeline_overrides"}
         bad = sorted(set(data) - known)
         if bad:
             raise ConfigError(f"{where}: unknown key(s) {bad}; known: {sorted(known)}")
@@ -229,10 +235,22 @@ class NiahConfig:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ConfigError(f"{where}.seed: expected an integer >= 0, got {seed!r}")
         pipe = data.get("pipeline")
+        over = data.get("pipeline_overrides") or {}
+        if not isinstance(over, Mapping):
+            raise ConfigError(f"{where}.pipeline_overrides: expected a mapping of section.key: value, got {over!r}")
         if isinstance(pipe, str):
-            pipeline = Config.load(_resolve(pipe, base))
+            pipeline = Config.load(_resolve(pipe, base), dict(over))
         elif pipe is None or isinstance(pipe, Mapping):
             pipeline = Config.from_dict(pipe or {}, where=f"{where}: pipeline")
+            if over:
+                merged = pipeline.to_dict()
+                for key, val in over.items():
+                    sec, _, name = str(key).partition(".")
+                    if not name or sec not in merged:
+                        raise ConfigError(f"{where}.pipeline_overrides: {key!r} is not section.key "
+                                          f"(sections: {sorted(merged)})")
+                    merged[sec][name] = val
+                pipeline = Config.from_dict(merged, where=f"{where}: pipeline_overrides")
         else:
             raise ConfigError(f"{where}.pipeline: expected a mapping of config sections or a YAML path, got {pipe!r}")
         baseline = data.get("baseline")

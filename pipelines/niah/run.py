@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 import shutil
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 
 RESULTS = "results.jsonl"
 SUMMARY = "summary.json"
+# (question type, metric) drawn as heatmaps; the first is heatmap.png
+FIGURES = (("image", "hit1"), ("image", "correct"), ("when", "hit3"), ("when", "correct"),
+           ("text", "correct"), ("choice", "correct"))
 
 
 @dataclass
@@ -270,11 +274,13 @@ def _finish(cfg: NiahConfig, plans: Sequence[HaystackPlan], results_path: Path, 
                            "token_budget": cfg.pipeline.retrieval.token_budget,
                            "source_fps": cfg.pipeline.source.fps}
     summary["haystack_fps"] = cfg.haystack.fps
+    summary["machine"] = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
+                          "platform": platform.platform(), "python": platform.python_version()}
     atomic_write_json(out / SUMMARY, summary)
     figures = []
-    for qt, mats in summary["cells"].items():
-        for metric in mats:
-            name = "heatmap.png" if (qt, metric) == ("image", "hit1") else f"heatmap-{qt}-{metric}.png"
+    for qt, metric in FIGURES:
+        if metric in summary["cells"].get(qt, {}):
+            name = "heatmap.png" if (qt, metric) == FIGURES[0] else f"heatmap-{qt}-{metric}.png"
             heatmap(summary, out / name, qtype=qt, metric=metric)
             figures.append(name)
     atomic_write_text(out / "summary.md", summary_markdown(summary))
@@ -287,6 +293,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     lines = [f"# NIAH {summary['name']}", "",
              f"{summary['questions']} questions; answer accuracy {_pct(summary.get('accuracy'))}; "
              f"mean visual tokens in context {summary.get('tokens')}.", "",
+             _machine_line(summary), "",
              "| question type | n | hit@1 | hit@3 | recall@3 | accuracy | tokens | query s |",
              "|---|---|---|---|---|---|---|---|"]
     for qt, o in summary["overall"].items():
@@ -303,6 +310,15 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         for c, o in summary["when_hit3_by_category"].items():
             lines.append(f"| {c} | {o['n']} | {_pct(o.get('hit3'))} |")
     return "\n".join(lines) + "\n"
+
+
+def _machine_line(summary: dict[str, Any]) -> str:
+    m = summary.get("machine") or {}
+    p = summary.get("pipeline") or {}
+    return (f"Ran {m.get('date', '?')} on {m.get('cpus', '?')} CPUs ({m.get('platform', '?')}); "
+            f"encoder {p.get('encoder')}, feature cache {'on' if p.get('cache') else 'off'}, "
+            f"keep ratio {p.get('keep_ratio')}, token budget {p.get('token_budget')}, "
+            f"sampled at {p.get('source_fps')} fps from a {summary.get('haystack_fps')} fps haystack.")
 
 
 def _pct(x: Any) -> str:

@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 
 #: separator between lines of text in ``Description.text``
 LINE_SEP = " | "
+#: lines with fewer letters or digits than this are dropped
+MIN_CHARS = 2
 
 
 def reading_order(boxes: list[np.ndarray]) -> list[int]:
@@ -94,7 +96,8 @@ class OcrDescriber(Describer):
         out = []
         for i in idx:
             text = " ".join(str(txts[i]).split())
-            if text and float(scores[i]) >= self.min_score:
+            # a lone character is almost always an icon or texture read as a letter
+            if sum(ch.isalnum() for ch in text) >= MIN_CHARS and float(scores[i]) >= self.min_score:
                 out.append((text, float(scores[i])))
         return out
 

@@ -34,6 +34,11 @@ def test_lines_in_reading_order(ocr, make_sign):
     assert all(s >= 0.6 for _, s in ocr.read(img))
 
 
+def test_lone_characters_are_dropped(ocr, make_sign):
+    img = make_sign(["A", "Room 12"], size=(640, 360))
+    assert [t for t, _ in ocr.read(img)] == ["Room 12"]
+
+
 def test_plain_picture_has_no_text(ocr):
     rng = np.random.default_rng(0)
     sky = np.clip(np.linspace(90, 200, 360)[:, None, None] + rng.normal(0, 3, (360, 640, 3)), 0, 255)

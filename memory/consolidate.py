@@ -64,20 +64,21 @@ def compress_tokens(tokens: np.ndarray, times: np.ndarray, positions: np.ndarray
         centres.append(nxt)
         best = np.maximum(best, xn @ xn[nxt])
     assign = np.argmax(xn @ xn[centres].T, axis=1)
-    out = np.zeros((k, x.shape[1]), np.float32)
-    out_t = np.zeros(k, np.float32)
-    out_p = np.zeros(k, np.int32)
-    for j in range(k):
-        members = np.nonzero(assign == j)[0]
-        if len(members) == 0:  # a centre always belongs to its own cluster
-            members = np.array([centres[j]])
-        mean = x[members].mean(0)
-        norm = float(np.linalg.norm(x[members], axis=1).mean())
-        mean = mean / max(float(np.linalg.norm(mean)), 1e-8) * norm
-        rep = members[int(np.argmax(xn[members] @ _unit(mean)))]
-        out[j] = mean
-        out_t[j] = times[rep]
-        out_p[j] = positions[rep]
+    assign[centres] = np.arange(k)  # a centre always belongs to its own cluster
+    counts = np.bincount(assign, minlength=k).astype(np.float32)
+    onehot = np.zeros((k, n), np.float32)
+    onehot[assign, np.arange(n)] = 1.0
+    sums = onehot @ x
+    mean = sums / counts[:, None]
+    norm = np.bincount(assign, weights=np.linalg.norm(x, axis=1), minlength=k) / counts
+    out = mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-8) * norm[:, None]
+    # the member closest to its cluster mean lends its time and grid position
+    sim = np.einsum("nd,nd->n", xn, out[assign] / np.maximum(
+        np.linalg.norm(out[assign], axis=1, keepdims=True), 1e-8))
+    by = np.lexsort((-sim, assign))
+    first = by[np.searchsorted(assign[by], np.arange(k))]
+    out_t = np.asarray(times, np.float32)[first]
+    out_p = np.asarray(positions, np.int32)[first]
     order = np.lexsort((out_p, out_t))
     return out[order].astype(tokens.dtype), out_t[order], out_p[order]
 

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 SLICES = 4             # recency correction: candidates are also drawn from each time slice
 MAX_BUCKETS = 32       # recency correction: time windows per source for the baseline
+BUCKET_SAMPLE = 64     # recency correction: clips sampled per window
 OCR_LEXICAL = 0.75     # lexical weight for questions about written text
 
 
@@ -31,11 +32,12 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _Baseline:
-    """Per source: time-window edges and the mean vector of each window (one space)."""
+    """Per source: time-window edges and a sample of each window's vectors (one space)."""
 
     edges: dict[int, np.ndarray] = field(default_factory=dict)
-    means: dict[int, np.ndarray] = field(default_factory=dict)
-    overall: np.ndarray | None = None
+    samples: dict[int, np.ndarray] = field(default_factory=dict)   # [S, D]
+    bucket: dict[int, np.ndarray] = field(default_factory=dict)    # [S] window of each sample
+    n_buckets: dict[int, int] = field(default_factory=dict)
 
 
 class Retriever:
@@ -86,42 +88,64 @@ class Retriever:
         if space in self._base:
             return self._base[space]
         t = self.store.table()
-        vecs = self.store.vectors(t["id"], space=space)
-        has = np.linalg.norm(vecs, axis=1) > 0
-        b = _Baseline(overall=vecs[has].mean(0) if has.any() else None)
+        rng = np.random.default_rng(0)
+        b = _Baseline()
         for code in np.unique(t["source"]):
-            m = (t["source"] == code) & has
-            if not m.any():
-                continue
+            m = np.nonzero(t["source"] == code)[0]
             mids = (t["start"][m] + t["end"][m]) / 2
-            nb = int(np.clip(m.sum() // 16, 1, MAX_BUCKETS))
+            nb = int(np.clip(len(m) // 64, 1, MAX_BUCKETS))
             edges = np.quantile(mids, np.linspace(0, 1, nb + 1)[1:-1]) if nb > 1 else np.zeros(0)
             bucket = np.searchsorted(edges, mids, side="right")
-            means = np.zeros((nb, vecs.shape[1]), np.float32)
+            pick = []
             for j in range(nb):
-                sel = bucket == j
-                means[j] = vecs[m][sel].mean(0) if sel.any() else b.overall
+                members = np.nonzero(bucket == j)[0]
+                if len(members) > BUCKET_SAMPLE:
+                    members = rng.choice(members, BUCKET_SAMPLE, replace=False)
+                pick.append(members)
+            sel = np.concatenate(pick) if pick else np.zeros(0, np.int64)
+            vecs = self.store.vectors(t["id"][m][sel], space=space)
+            has = np.linalg.norm(vecs, axis=1) > 0
             b.edges[int(code)] = edges
-            b.means[int(code)] = means
+            b.samples[int(code)] = vecs[has]
+            b.bucket[int(code)] = bucket[sel][has]
+            b.n_buckets[int(code)] = nb
         self._base[space] = b
         return b
 
     def _correct(self, q: np.ndarray, ids: list[int], scores: np.ndarray, space: str,
                  table: dict[str, np.ndarray], rowpos: dict[int, int]) -> np.ndarray:
-        """Scores minus the query's similarity to each clip's time window, plus the overall one."""
+        """Scores standardised within their time window (z-score against the query's
+        similarity to a sample of the window's clips), mapped back to the overall scale."""
         b = self._baselines(space)
-        if b.overall is None:
-            return scores
-        ref = float(q @ b.overall)
+        stats: dict[int, tuple[np.ndarray, np.ndarray, float, float]] = {}
+        for code, sv in b.samples.items():
+            if len(sv) < 2:
+                continue
+            sims = sv @ q
+            nb = b.n_buckets[code]
+            # robust per-window location and scale (median, MAD): one strong match in a
+            # window must not raise its own baseline
+            mu = np.zeros(nb)
+            sd = np.zeros(nb)
+            for j in range(nb):
+                w = sims[b.bucket[code] == j]
+                if len(w) == 0:
+                    w = sims
+                mu[j] = float(np.median(w))
+                sd[j] = 1.4826 * float(np.median(np.abs(w - mu[j])))
+            ref_sd = 1.4826 * float(np.median(np.abs(sims - np.median(sims))))
+            sd = np.maximum(sd, 0.25 * ref_sd + 1e-6)
+            stats[code] = (mu, sd, float(np.median(sims)), ref_sd)
         out = scores.copy()
         for i, cid in enumerate(ids):
             r = rowpos[cid]
             code = int(table["source"][r])
-            if code not in b.means:
+            if code not in stats:
                 continue
+            mu, sd, ref_mu, ref_sd = stats[code]
             mid = (table["start"][r] + table["end"][r]) / 2
             j = int(np.searchsorted(b.edges[code], mid, side="right"))
-            out[i] = scores[i] - float(q @ b.means[code][j]) + ref
+            out[i] = (scores[i] - mu[j]) / sd[j] * ref_sd + ref_mu
         return out
 
     # ------------------------------------------------------------------ candidates

@@ -1,0 +1,202 @@
+"""Retriever: token budget, chronological order, anchors, drift correction, lexical/OCR,
+token-level image matching."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import zlib
+
+import numpy as np
+import pytest
+
+from conftest import DT, DV, make_clip, unit
+from memory.budget import allocate
+from memory.retrieval import Retriever
+from memory.store import MemoryStore
+from streamvid.config import RetrievalConfig
+from streamvid.types import EncoderOutput, Question, TextEncoder, VisionEncoder
+
+
+class TableVision(VisionEncoder):
+    """Test double: an image whose first pixel is ``i`` encodes to ``pooled[i]``/``tokens[i]``."""
+
+    name = "table"
+    model_id = "test-encoder/v1"
+    dim = pooled_dim = DV
+    grid = (2, 2)
+
+    def __init__(self, pooled: np.ndarray, tokens: np.ndarray | None = None):
+        self.pooled, self.tokens = pooled, tokens
+
+    def encode(self, images):
+        idx = [int(im[0, 0, 0]) for im in images]
+        p = self.pooled[idx].astype(np.float32)
+        t = self.tokens[idx] if self.tokens is not None else np.repeat(p[:, None], 4, axis=1)
+        return EncoderOutput(tokens=t.astype(np.float32), pooled=p, grid=self.grid)
+
+
+class HashText(TextEncoder):
+    """Test double: hashed bag of words, unit length."""
+
+    name = "hash"
+    model_id = "test-text/v1"
+    dim = DT
+
+    def encode(self, texts):
+        out = np.zeros((len(texts), DT), np.float32)
+        for i, t in enumerate(texts):
+            for w in re.findall(r"[a-z0-9]+", t.lower()):
+                out[i, zlib.crc32(w.encode()) % DT] += 1.0
+        out += 1e-3
+        return unit(out)
+
+
+def image(i: int) -> np.ndarray:
+    return np.full((8, 8, 3), i, np.uint8)
+
+
+def test_allocate_is_proportional_with_a_floor():
+    a = allocate([0.9, 0.5, 0.1], [100, 100, 100], 100, 10)
+    assert sum(a) == 100 and a[0] > a[1] > a[2] >= 10
+    assert allocate([0.9, 0.5], [5, 100], 60, 10) == [5, 55]  # capped hit gives the rest away
+    a = allocate([0.9, 0.5, 0.1], [50, 50, 50], 25, 10)  # the floor fits two hits only
+    assert sum(a) == 25 and a[0] > a[1] >= 10 and a[2] == 0
+    assert sum(allocate([0.3] * 4, [3, 3, 3, 3], 100, 16)) == 12
+
+
+def test_budget_order_anchors_and_ranks(tmp_path, spec):
+    rng = np.random.default_rng(0)
+    clips = [make_clip(i, tokens=int(rng.integers(0, 30)), source="v") for i in range(300)]
+    with MemoryStore.open(tmp_path / "s", spec, mode="w") as store:
+        store.add(clips)
+        store.commit()
+    store = MemoryStore.open(tmp_path / "s", spec, mode="r")
+    enc = TableVision(np.stack([c.vector for c in clips]))
+    for trial in range(40):
+        cfg = RetrievalConfig(top_k=int(rng.integers(1, 10)), min_tokens=int(rng.integers(0, 8)),
+                              anchors=int(rng.integers(0, 4)), anchor_tokens=int(rng.integers(1, 6)),
+                              token_budget=int(rng.integers(1, 400)))
+        r = Retriever(store, cfg, vision_encoder=enc, text_encoder=HashText())
+        target = int(rng.integers(0, 200))
+        ctx = r.retrieve(Question(image=image(target)))
+        assert ctx.tokens_used <= cfg.token_budget
+        starts = [it.clip.start for it in ctx.items]
+        assert starts == sorted(starts)
+        hits = [it for it in ctx.items if not it.is_anchor]
+        ranks = sorted(it.rank for it in hits)
+        assert len(set(ranks)) == len(ranks) and all(0 <= k < cfg.top_k for k in ranks)
+        by_rank = sorted(hits, key=lambda it: it.rank)
+        assert [it.score for it in by_rank] == sorted((it.score for it in by_rank), reverse=True)
+        if by_rank:
+            assert by_rank[0].clip.id == target  # the exact match is the best hit
+        n_anchor = sum(it.is_anchor for it in ctx.items)
+        if cfg.token_budget >= 4 * cfg.anchors * cfg.anchor_tokens:
+            assert n_anchor == cfg.anchors
+        for it in ctx.items:
+            assert it.tokens.shape[0] == it.token_times.shape[0] <= max(it.clip.n_tokens, 1)
+            assert list(it.token_times) == sorted(it.token_times)
+        if cfg.token_budget >= 300 and cfg.min_tokens:
+            for it in hits:
+                assert it.n_tokens >= min(cfg.min_tokens, max(it.clip.n_tokens, 1))
+    # a generous budget: hits get tokens in order of relevance
+    r = Retriever(store, RetrievalConfig(top_k=5, token_budget=60, min_tokens=2, anchors=0),
+                  vision_encoder=enc)
+    ctx = r.retrieve(Question(image=image(7)))
+    assert ctx.hits()[0].clip.id == 7 and ctx.tokens_used <= 60
+
+
+def _drift_store(tmp_path, spec, n=1200):
+    """A stream whose features drift: late clips share a growing common component."""
+    rng = np.random.default_rng(5)
+    drift = unit(rng.normal(size=DV))
+    needles = unit(rng.normal(size=(2, DV)))
+    early, late = 60, n - 60
+    clips = []
+    for i in range(n):
+        g = 4.0 * i / n
+        base = needles[0] if i == early else needles[1] if i == late else rng.normal(size=DV)
+        base = unit(base)
+        noise = 0.8 * unit(rng.normal(size=DV)) if i in (early, late) else 0
+        clips.append(make_clip(i, tokens=0, text=False, vector=unit(base + noise + g * drift)))
+    path = tmp_path / "drift"
+    with MemoryStore.open(path, spec, mode="w") as store:
+        store.add(clips)
+        store.commit()
+    queries = unit(needles + drift)  # the query shares the drift direction, as late frames do
+    return MemoryStore.open(path, spec, mode="r"), queries, (early, late)
+
+
+def test_recency_correction_finds_early_and_late_needles(tmp_path, spec):
+    store, queries, (early, late) = _drift_store(tmp_path, spec)
+    enc = TableVision(queries)
+    on = Retriever(store, RetrievalConfig(top_k=3, anchors=0), vision_encoder=enc)
+    off = Retriever(store, RetrievalConfig(top_k=3, anchors=0, recency_correction=False),
+                    vision_encoder=enc)
+    assert on.retrieve(Question(image=image(0))).hits()[0].clip.id == early
+    assert on.retrieve(Question(image=image(1))).hits()[0].clip.id == late
+    # without the correction the drift buries the early needle under late clips
+    top_off = [it.clip.id for it in off.retrieve(Question(image=image(0))).hits()]
+    assert early not in top_off
+    assert off.retrieve(Question(image=image(1))).hits()[0].clip.id == late
+
+
+def test_token_level_matching_finds_a_small_needle(tmp_path, spec):
+    rng = np.random.default_rng(2)
+    needle = unit(rng.normal(size=DV))
+    clips = [make_clip(i, tokens=8) for i in range(200)]
+    tk = unit(rng.normal(size=(8, DV)))
+    tk[3] = needle  # the needle fills one token of clip 120; its pooled vector barely shows it
+    clips[120] = dataclasses.replace(clips[120], tokens=tk.astype(np.float16),
+                                     vector=unit(tk.mean(0) * 8 - needle * 0.5))
+    with MemoryStore.open(tmp_path / "s", spec, mode="w") as store:
+        store.add(clips)
+        store.commit()
+    # a query image of the needle alone: pooled and all tokens are the needle
+    q = unit(needle + 0.05 * rng.normal(size=DV))[None]
+    enc = TableVision(q, np.repeat(q[:, None], 4, axis=1))
+    ctx = Retriever(store, RetrievalConfig(top_k=1, anchors=0, candidates=200),
+                    vision_encoder=enc).retrieve(Question(image=image(0)))
+    assert ctx.hits()[0].clip.id == 120
+    top = ctx.hits()[0]
+    # the most query-relevant kept tokens are the ones given to the answerer
+    assert np.max(unit(top.tokens) @ q[0]) > 0.85
+    ctx0 = Retriever(store, RetrievalConfig(top_k=1, anchors=0, candidates=200,
+                                            late_interaction=0.0),
+                     vision_encoder=enc).retrieve(Question(image=image(0)))
+    assert ctx0.hits()[0].clip.id != 120
+
+
+def test_text_question_about_a_sign_prefers_ocr_text(tmp_path, spec):
+    descr = ["a kitchen with a kettle", "a sign on the wall of a cafe",
+             "a wifi router on a shelf with blinking lights", "people at a table",
+             "a street at night"]
+    clips = [make_clip(i, description=descr[i % len(descr)]) for i in range(100)]
+    clips[77] = dataclasses.replace(clips[77], description="a wall", ocr_text="WIFI PASSWORD: tiger42")
+    clips[33] = dataclasses.replace(clips[33], description="a door", ocr_text="EXIT ONLY")
+    enc = HashText()
+    clips = [dataclasses.replace(c, text_vector=enc.encode([c.description])[0]) for c in clips]
+    with MemoryStore.open(tmp_path / "s", spec, mode="w") as store:
+        store.add(clips)
+        store.commit()
+    r = Retriever(store, RetrievalConfig(top_k=3, anchors=0), text_encoder=enc)
+    for q in ("what is the wifi password on the sign?", 'which clip shows "tiger42"?'):
+        assert r.retrieve(Question(text=q)).hits()[0].clip.id == 77, q
+    assert r.retrieve(Question(text="what does the exit sign say")).hits()[0].clip.id == 33
+    # an ordinary question still follows the descriptions
+    top = r.retrieve(Question(text="kettle in a kitchen")).hits()[0].clip
+    assert "kettle" in top.description
+
+
+def test_retriever_follows_a_live_store(tmp_path, spec):
+    writer = MemoryStore.open(tmp_path / "s", spec, mode="a")
+    writer.add([make_clip(i, ocr="") for i in range(20)])
+    writer.commit()
+    reader = MemoryStore.open(tmp_path / "s", spec, mode="r")
+    r = Retriever(reader, RetrievalConfig(top_k=1, anchors=0), text_encoder=HashText())
+    assert r.retrieve(Question(text="what does the sign say about zebra")).hits()[0].clip.id < 20
+    writer.add([make_clip(20, ocr="ZEBRA CROSSING")])
+    writer.commit()
+    assert reader.refresh()
+    assert r.retrieve(Question(text="what does the sign say about zebra")).hits()[0].clip.id == 20
+    writer.close()

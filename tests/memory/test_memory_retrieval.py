@@ -200,3 +200,33 @@ def test_retriever_follows_a_live_store(tmp_path, spec):
     assert reader.refresh()
     assert r.retrieve(Question(text="what does the sign say about zebra")).hits()[0].clip.id == 20
     writer.close()
+
+
+@pytest.mark.slow
+def test_real_sentence_encoder_with_ocr_text(tmp_path, monkeypatch):
+    """With the real MiniLM sentence encoder: dense text matching plus OCR lexical fusion."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from memory.store import StoreSpec
+    from streamvid.config import TextConfig
+    from streamvid.encoders import create_text_encoder
+
+    enc = create_text_encoder(TextConfig())
+    spec = StoreSpec("test-encoder/v1", DV, enc.model_id, enc.dim, {})
+    descr = ["a dog running on a beach", "a man cooking pasta in a kitchen",
+             "a sign on the wall of a cafe", "cars driving on a highway at night",
+             "a wifi router with blinking lights", "children playing football in a park"]
+    ocr = {2: "", 40: "WIFI PASSWORD tiger42", 41: "MENU espresso 2.50"}
+    clips = []
+    for i in range(60):
+        d = descr[i % len(descr)] if i not in (40, 41) else "a wall in a cafe"
+        clips.append(make_clip(i, description=d, ocr=ocr.get(i, "")))
+    vecs = enc.encode([c.description for c in clips])
+    clips = [dataclasses.replace(c, text_vector=vecs[i]) for i, c in enumerate(clips)]
+    with MemoryStore.open(tmp_path / "s", spec, mode="w") as store:
+        store.add(clips)
+        store.commit()
+    r = Retriever(store, RetrievalConfig(top_k=3, anchors=0), text_encoder=enc)
+    assert r.retrieve(Question(text="what is the wifi password on the sign?")).hits()[0].clip.id == 40
+    assert r.retrieve(Question(text="how much is an espresso?")).hits()[0].clip.id == 41
+    top = r.retrieve(Question(text="when was someone making food?")).hits()[0].clip
+    assert "cooking" in top.description

@@ -319,3 +319,19 @@ def reference_markdown() -> str:
                 extra = " (" + " / ".join(map(str, f.metadata["choices"])) + ")"
             lines.append(f"| `{name}.{f.name}` | `{json.dumps(_plain(default))}` | {f.metadata.get('help', '')}{extra} |")
     return "\n".join(lines)
+
+
+def _update_readme(path: Path) -> None:
+    text = path.read_text()
+    a, b = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
+    i, j = text.index(a) + len(a), text.index(b)
+    path.write_text(text[:i] + "\n" + reference_markdown() + "\n" + text[j:])
+
+
+if __name__ == "__main__":  # python -m streamvid.config --readme
+    import sys
+
+    if sys.argv[1:] == ["--readme"]:
+        _update_readme(Path(__file__).resolve().parents[1] / "README.md")
+    else:
+        print(reference_markdown())

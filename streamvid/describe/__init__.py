@@ -16,19 +16,22 @@ from ..config import DescribeConfig
 from ..errors import ConfigError
 from ..types import Describer, Description, Frame, FrameFeatures, VisionEncoder
 from .labels import LabelDescriber, has_classifier, readable_label
-from .ocr import LINE_SEP, OcrDescriber, reading_order
+from .ocr import LINE_SEP, OcrDescriber, TextLine, reading_order, sort_lines
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "FrameDescriber", "LINE_SEP", "LabelDescriber", "OcrDescriber", "create_describer",
-    "has_classifier", "picture_change", "readable_label", "reading_order", "thumbnail",
+    "TextLine", "cell_changes", "has_classifier", "picture_change", "readable_label",
+    "reading_order", "thumbnail",
 ]
 
 #: side of the grey thumbnail that the change gate compares
 THUMB = 32
 #: the gate's change score is the largest change of any cell of a GATE_CELLS x GATE_CELLS grid
 GATE_CELLS = 4
+#: OCR reads the whole frame when the changed region covers more than this fraction of it
+FULL_READ_AREA = 0.5
 
 
 def thumbnail(image: np.ndarray, side: int = THUMB) -> np.ndarray:
@@ -39,21 +42,63 @@ def thumbnail(image: np.ndarray, side: int = THUMB) -> np.ndarray:
     return cv2.resize(grey, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
 
 
+def cell_changes(a: np.ndarray, b: np.ndarray, cells: int = GATE_CELLS) -> np.ndarray:
+    """Mean absolute difference of thumbnails ``a`` and ``b`` per cell of a ``cells x cells`` grid."""
+    diff = np.abs(a - b)
+    h, w = diff.shape
+    ch, cw = h // cells, w // cells
+    return diff[:ch * cells, :cw * cells].reshape(cells, ch, cells, cw).mean(axis=(1, 3))
+
+
 def picture_change(a: np.ndarray, b: np.ndarray, cells: int = GATE_CELLS) -> float:
     """How much thumbnail ``b`` differs from ``a``, in [0, 1].
 
     The mean absolute difference of the cell that changed most, so that something new in one
     part of the picture (a sign, a person walking in) counts as much as a global change.
     """
-    diff = np.abs(a - b)
-    h, w = diff.shape
-    ch, cw = h // cells, w // cells
-    per_cell = diff[:ch * cells, :cw * cells].reshape(cells, ch, cells, cw).mean(axis=(1, 3))
-    return float(per_cell.max())
+    return float(cell_changes(a, b, cells).max())
+
+
+def _changed_region(changed: np.ndarray, height: int, width: int,
+                    lines: list[TextLine]) -> tuple[int, int, int, int]:
+    """Pixels ``(top, left, bottom, right)`` around the changed cells, half a cell of margin,
+    grown to contain every known text line it touches."""
+    cells_y, cells_x = changed.shape
+    ch, cw = height / cells_y, width / cells_x
+    rows, cols = np.nonzero(changed)
+    top, bottom = (rows.min() - 0.5) * ch, (rows.max() + 1.5) * ch
+    left, right = (cols.min() - 0.5) * cw, (cols.max() + 1.5) * cw
+    grown = True
+    while grown:
+        grown = False
+        for ln in lines:
+            y0, x0 = float(ln.box[:, 1].min()), float(ln.box[:, 0].min())
+            y1, x1 = float(ln.box[:, 1].max()), float(ln.box[:, 0].max())
+            touches = y0 < bottom and y1 > top and x0 < right and x1 > left
+            inside = y0 >= top and y1 <= bottom and x0 >= left and x1 <= right
+            if touches and not inside:
+                pad = 0.25 * (y1 - y0)
+                top, bottom = min(top, y0 - pad), max(bottom, y1 + pad)
+                left, right = min(left, x0 - pad), max(right, x1 + pad)
+                grown = True
+    return (max(0, int(top)), max(0, int(left)), min(height, int(np.ceil(bottom))),
+            min(width, int(np.ceil(right))))
+
+
+def _outside(box: np.ndarray, region: tuple[int, int, int, int]) -> bool:
+    top, left, bottom, right = region
+    return bool(box[:, 1].max() <= top or box[:, 1].min() >= bottom
+                or box[:, 0].max() <= left or box[:, 0].min() >= right)
 
 
 class FrameDescriber(Describer):
-    """Labels and/or on-screen text of a frame, gated on picture change."""
+    """Labels and/or on-screen text of a frame, gated on picture change.
+
+    When only part of the picture changed since the last described frame, OCR reads just that
+    part (at full resolution) and keeps the lines it read before elsewhere; the whole frame is
+    read again on the first frame, at a cut, every ``max_interval`` and when most of the
+    picture changed.
+    """
 
     name = "frame"
 
@@ -64,8 +109,12 @@ class FrameDescriber(Describer):
         self.ocr = ocr
         self._last_thumb: np.ndarray | None = None
         self._last_pts: float | None = None
+        self._last_full_pts: float | None = None
+        self._lines: list[TextLine] | None = None
         self.described = 0
         self.skipped = 0
+        self.ocr_full = 0
+        self.ocr_partial = 0
         self.seconds = {"labels": 0.0, "ocr": 0.0}
 
     @property
@@ -78,21 +127,30 @@ class FrameDescriber(Describer):
         frame, or ``max_interval`` seconds passed, or it is the first; else None."""
         if not self.enabled:
             return None
+        cfg = self.config
         thumb = thumbnail(frame.image)
-        due = (self._last_thumb is None or self._last_pts is None or frame.pts < self._last_pts
-               or features.cut
-               or (self.config.max_interval > 0
-                   and frame.pts - self._last_pts >= self.config.max_interval - 1e-6)
-               or picture_change(self._last_thumb, thumb) >= self.config.change_threshold)
-        if not due:
+        fresh = (self._last_thumb is None or self._last_pts is None or frame.pts < self._last_pts
+                 or features.cut or self._last_thumb.shape != thumb.shape)
+        interval = (not fresh and cfg.max_interval > 0
+                    and frame.pts - self._last_pts >= cfg.max_interval - 1e-6)  # type: ignore[operator]
+        cells = None if fresh else cell_changes(self._last_thumb, thumb)  # type: ignore[arg-type]
+        changed = cells is not None and float(cells.max()) >= cfg.change_threshold
+        if not (fresh or interval or changed):
             self.skipped += 1
             return None
         self._last_thumb = thumb
         self._last_pts = frame.pts
-        return self.describe(frame, features)
+        full_due = (fresh or self._last_full_pts is None
+                    or (cfg.max_interval > 0 and frame.pts - self._last_full_pts >= cfg.max_interval - 1e-6))
+        region_cells = None if full_due or cells is None else cells >= cfg.change_threshold
+        return self._describe(frame, features, region_cells)
 
     def describe(self, frame: Frame, features: FrameFeatures | None = None) -> Description:
-        """Labels and on-screen text of ``frame``, without gating."""
+        """Labels and on-screen text of ``frame``, without gating (OCR reads the whole frame)."""
+        return self._describe(frame, features, None)
+
+    def _describe(self, frame: Frame, features: FrameFeatures | None,
+                  changed: np.ndarray | None) -> Description:
         labels: tuple[tuple[str, float], ...] = ()
         text = ""
         if self.labels is not None:
@@ -101,16 +159,40 @@ class FrameDescriber(Describer):
             self.seconds["labels"] += time.perf_counter() - t0
         if self.ocr is not None:
             t0 = time.perf_counter()
-            text = self.ocr.describe(frame, features).text
+            text = LINE_SEP.join(ln.text for ln in self._read(frame, changed))
             self.seconds["ocr"] += time.perf_counter() - t0
         self.described += 1
         return Description(labels=labels, text=text)
 
+    def _read(self, frame: Frame, changed: np.ndarray | None) -> list[TextLine]:
+        if self.ocr is None:
+            return []
+        h, w = frame.height, frame.width
+        region = None
+        if changed is not None and self._lines is not None:
+            if not changed.any():  # due by max_interval only, nothing moved: nothing new to read
+                return self._lines
+            region = _changed_region(changed, h, w, self._lines)
+            top, left, bottom, right = region
+            if (bottom - top) * (right - left) > FULL_READ_AREA * h * w:
+                region = None
+        if region is None:
+            lines = self.ocr.read_lines(frame.image)
+            self._last_full_pts = frame.pts
+            self.ocr_full += 1
+        else:
+            kept = [ln for ln in self._lines or [] if _outside(ln.box, region)]
+            lines = sort_lines(kept + self.ocr.read_region(frame.image, region))
+            self.ocr_partial += 1
+        self._lines = lines
+        return lines
+
     @property
     def stats(self) -> dict[str, float]:
         """Frames described and skipped, and seconds spent per describer."""
-        return {"described": self.described, "skipped": self.skipped,
-                "labels_s": self.seconds["labels"], "ocr_s": self.seconds["ocr"]}
+        return {"described": self.described, "skipped": self.skipped, "ocr_full": self.ocr_full,
+                "ocr_partial": self.ocr_partial, "labels_s": self.seconds["labels"],
+                "ocr_s": self.seconds["ocr"]}
 
 
 def create_describer(config: DescribeConfig | None = None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -17,6 +17,19 @@ log = logging.getLogger(__name__)
 LINE_SEP = " | "
 #: lines with fewer letters or digits than this are dropped
 MIN_CHARS = 2
+
+
+class TextLine(NamedTuple):
+    """One line of on-screen text: the words, the recogniser's confidence, the ``[4, 2]`` box."""
+
+    text: str
+    score: float
+    box: np.ndarray
+
+
+def sort_lines(lines: list[TextLine]) -> list[TextLine]:
+    """Lines in reading order (see :func:`reading_order`)."""
+    return [lines[i] for i in reading_order([ln.box for ln in lines])]
 
 
 def reading_order(boxes: list[np.ndarray]) -> list[int]:
@@ -81,9 +94,11 @@ class OcrDescriber(Describer):
                                      "fix: pip install --force-reinstall rapidocr onnxruntime") from err
             return self._engine
 
-    def read(self, image: np.ndarray) -> list[tuple[str, float]]:
-        """``(line, confidence)`` of an ``[H, W, 3]`` uint8 RGB image, in reading order."""
+    def read_lines(self, image: np.ndarray) -> list[TextLine]:
+        """Lines of text of an ``[H, W, 3]`` uint8 RGB image with their boxes, in reading order."""
         check_array(image, "OcrDescriber.read image", ndim=3, dtypes=(np.uint8,))
+        if image.shape[0] < 8 or image.shape[1] < 8:
+            return []
         # rapidocr takes BGR arrays, as OpenCV reads them
         result = self.engine(np.ascontiguousarray(image[:, :, ::-1]))
         txts = getattr(result, "txts", None) or ()
@@ -91,16 +106,26 @@ class OcrDescriber(Describer):
         boxes = getattr(result, "boxes", None)
         if not txts:
             return []
-        boxes_list = [np.asarray(b, np.float32) for b in boxes] if boxes is not None else []
-        idx = reading_order(boxes_list) if len(boxes_list) == len(txts) else list(range(len(txts)))
+        if boxes is None or len(boxes) != len(txts):
+            h, w = image.shape[:2]
+            boxes = [np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)] * len(txts)
         out = []
-        for i in idx:
-            text = " ".join(str(txts[i]).split())
+        for text, score, box in zip(txts, scores, boxes):
+            text = " ".join(str(text).split())
             # a lone character is almost always an icon or texture read as a letter
-            if sum(ch.isalnum() for ch in text) >= MIN_CHARS and float(scores[i]) >= self.min_score:
-                out.append((text, float(scores[i])))
-        return out
+            if sum(ch.isalnum() for ch in text) >= MIN_CHARS and float(score) >= self.min_score:
+                out.append(TextLine(text, float(score), np.asarray(box, np.float32)))
+        return sort_lines(out)
+
+    def read(self, image: np.ndarray) -> list[tuple[str, float]]:
+        """``(line, confidence)`` of an ``[H, W, 3]`` uint8 RGB image, in reading order."""
+        return [(ln.text, ln.score) for ln in self.read_lines(image)]
+
+    def read_region(self, image: np.ndarray, region: tuple[int, int, int, int]) -> list[TextLine]:
+        """Lines inside ``region`` = ``(top, left, bottom, right)`` pixels, boxes in frame coordinates."""
+        top, left, bottom, right = region
+        lines = self.read_lines(np.ascontiguousarray(image[top:bottom, left:right]))
+        return [TextLine(ln.text, ln.score, ln.box + np.array([left, top], np.float32)) for ln in lines]
 
     def describe(self, frame: Frame, features: FrameFeatures | None = None) -> Description:
-        lines = self.read(frame.image)
-        return Description(text=LINE_SEP.join(t for t, _ in lines))
+        return Description(text=LINE_SEP.join(ln.text for ln in self.read_lines(frame.image)))

@@ -91,3 +91,35 @@ def test_labels_need_a_classifier():
     img = np.zeros((8, 8, 3), np.uint8)
     f = FrameFeatures(pts=0.0, index=0, tokens=np.zeros((1, 4), np.float32), pooled=np.zeros(4, np.float32), grid=(1, 1))
     assert not d.enabled and d.maybe_describe(Frame(pts=0.0, index=0, image=img), f) is None
+
+
+def _paste_sign(image: np.ndarray, text: str, top: int, left: int) -> np.ndarray:
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=30)
+    img = Image.fromarray(image)
+    draw = ImageDraw.Draw(img)
+    x0, y0, x1, y1 = draw.textbbox((left + 12, top + 10), text, font=font)
+    draw.rectangle([left, top, x1 + 12, y1 + 12], fill=(245, 245, 240))
+    draw.text((left + 12, top + 10), text, fill=(10, 10, 10), font=font)
+    return np.asarray(img)
+
+
+def test_ocr_rereads_only_the_changed_part(lite):
+    import cv2
+
+    scene = cv2.resize(skdata.coffee(), (1280, 720), interpolation=cv2.INTER_LINEAR)
+    with_a = _paste_sign(scene, "Platform 9 north", 40, 40)
+    with_ab = _paste_sign(with_a, "WIFI PASSWORD: tulip-42", 600, 820)
+    only_b = _paste_sign(scene, "WIFI PASSWORD: tulip-42", 600, 820)
+    feats = _features(lite, scene)
+    d = create_describer(DescribeConfig(labels=False, change_threshold=0.05, max_interval=60.0), lite)
+    texts = [d.maybe_describe(Frame(pts=float(t), index=t, image=im), feats)
+             for t, im in enumerate([with_a, with_a, with_ab, only_b])]
+    assert texts[1] is None
+    assert texts[0].text == "Platform 9 north"
+    assert texts[2].text == "Platform 9 north | WIFI PASSWORD: tulip-42"
+    assert texts[3].text == "WIFI PASSWORD: tulip-42"
+    assert d.stats["ocr_full"] == 1 and d.stats["ocr_partial"] == 2
+    # describe() always reads the whole frame
+    assert d.describe(Frame(pts=9.0, index=9, image=with_ab)).text == "Platform 9 north | WIFI PASSWORD: tulip-42"

@@ -256,6 +256,7 @@ def test_kill_9_during_commits_keeps_every_committed_clip(tmp_path):
     assert len(leftovers) <= 1  # at most the segment the last kill interrupted
 
 
+@pytest.mark.slow
 def test_reader_sees_only_committed_consistent_data(tmp_path, spec):
     path = tmp_path / "s"
     writer = MemoryStore.open(path, spec, mode="a")

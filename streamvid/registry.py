@@ -56,6 +56,8 @@ class Registry(Generic[T]):
         try:
             importlib.import_module(lazy.module)
         except ModuleNotFoundError as err:
+            if err.name and lazy.module.startswith(err.name):
+                raise  # the backend's own module is missing: an installation bug, not user input
             missing = err.name or lazy.package or lazy.module
             raise MissingDependencyError(
                 f"the {self.kind} backend {name!r}", lazy.package or missing, lazy.extra

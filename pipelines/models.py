@@ -14,6 +14,15 @@ log = logging.getLogger(__name__)
 INDEX_SECTIONS = ("source", "encoder", "cache", "compress", "describe", "clips", "memory", "text")
 
 
+def _quiet_transformers() -> None:
+    """transformers draws its own weight-loading bars; streamvid shows its own progress."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - transformers comes with sentence-transformers
+        return
+    hf_logging.disable_progress_bar()
+
+
 class Models:
     """Lazily built encoder, text encoder and describer for one :class:`Config`."""
 
@@ -37,6 +46,7 @@ class Models:
         if self._text is None:
             from streamvid.encoders import create_text_encoder
 
+            _quiet_transformers()
             self._text = create_text_encoder(self.config.text)
         return self._text
 

@@ -34,7 +34,7 @@ from .needles import composite, load_rgba, render_sign, scale_to_area
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1               # part of every cache key: bump when the pixels written change
 _DIGEST_LIMIT = 8 << 20          # bytes of each input hashed for the cache key (plus its size)
 _FRAME_CACHE_BYTES = 384 << 20   # sampled source frames kept in memory for looping
 

@@ -149,6 +149,11 @@ def test_config_errors_name_the_key(tmp_path):
         _cfg(tmp_path, baseline={"kind": "uniform_frames"})
     with pytest.raises(ConfigError, match="pipeline"):
         _cfg(tmp_path, pipeline={"encoder": {"nme": "lite"}})
+    with pytest.raises(ConfigError, match="pipeline_overrides"):
+        _cfg(tmp_path, pipeline_overrides={"token_budget": 256})
+    cfg = _cfg(tmp_path, pipeline={"cache": {"enabled": False}},
+               pipeline_overrides={"retrieval.token_budget": 256})
+    assert cfg.pipeline.retrieval.token_budget == 256 and cfg.pipeline.cache.enabled is False
     assert parse_length("1h30m", "x") == 5400 and parse_length("90s", "x") == 90
     with pytest.raises(ConfigError, match="length"):
         parse_length("3 hours", "grid.lengths")

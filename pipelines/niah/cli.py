@@ -61,7 +61,7 @@ def niah_command(ctx: click.Context, config_path: str | None, out_dir: str, comp
 
     \b
     streamvid niah --config configs/niah-small.yaml --out runs/small
-    streamvid niah --out runs/cmp --compare configs/niah-small.yaml configs/niah-small-nocache.yaml
+    streamvid niah --out runs/cmp --compare runs/small configs/niah-small-budget256.yaml
     """
     from .grid import NiahConfig
     from .plots import comparison

@@ -2,7 +2,7 @@
 
 A run directory holds::
 
-    run.json          the resolved NIAH config and the fingerprint of its plan
+    run.json          the resolved NIAH config and the fingerprint of each length's plan
     results.jsonl     one line per question (appended and synced as soon as it is answered)
     summary.json      the aggregate scores (see score.summarise)
     summary.md        the same as tables
@@ -174,17 +174,41 @@ def score_question(q: PlannedQuestion, info: HaystackInfo, hp: HaystackPlan, ans
     return rec
 
 
-def _check_run_dir(out: Path, cfg: NiahConfig, fp: str) -> None:
+def _identity(cfg: NiahConfig) -> dict[str, Any]:
+    """What must match to resume a run: everything but the list of lengths (--max-length)."""
+    d = cfg.to_dict()
+    d["grid"] = {"depths": d["grid"]["depths"]}
+    return d
+
+
+def _check_run_dir(out: Path, cfg: NiahConfig, plans: Sequence[HaystackPlan]) -> None:
+    """Refuse a run folder of another config; record the plan of each length run so far.
+
+    Lengths may be added to a run (e.g. after ``--max-length``): each length's needles and
+    questions depend only on the seed and its place among the sorted lengths.
+    """
     meta = out / "run.json"
+    by_length = {f"{L:g}": plan_fingerprint([hp for hp in plans if hp.length == L])
+                 for L in sorted({hp.length for hp in plans})}
     if meta.is_file():
         old = json.loads(meta.read_text())
-        if old.get("plan") != fp or old.get("pipeline") != cfg.pipeline.to_dict():
+        if "identity" not in old and old.get("plan") == plan_fingerprint(plans) \
+                and old.get("pipeline") == cfg.pipeline.to_dict():   # first run.json layout
+            old = {"name": old.get("name"), "config_path": old.get("config_path"),
+                   "identity": _identity(cfg), "plans": by_length, "started": old.get("started")}
+            atomic_write_json(meta, old)
+        same = old.get("identity") == _identity(cfg)
+        clash = [L for L, fp in by_length.items() if old.get("plans", {}).get(L, fp) != fp]
+        if not same or clash:
             raise ConfigError(f"{out} holds a NIAH run of another config ({old.get('name')!r}); "
                               "fix: pass another --out, or delete the folder to start again")
+        if set(by_length) <= set(old.get("plans", {})):
+            return
+        old["plans"] = {**old.get("plans", {}), **by_length}
+        atomic_write_json(meta, old)
         return
-    atomic_write_json(meta, {"name": cfg.name, "plan": fp, "config_path": cfg.path,
-                             "pipeline": cfg.pipeline.to_dict(), "niah": cfg.to_dict(),
-                             "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    atomic_write_json(meta, {"name": cfg.name, "config_path": cfg.path, "identity": _identity(cfg),
+                             "plans": by_length, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
 
 def run_niah(cfg: NiahConfig, out: str | Path, *, progress: bool = True,
@@ -194,8 +218,7 @@ def run_niah(cfg: NiahConfig, out: str | Path, *, progress: bool = True,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plans = plan(cfg)
-    fp = plan_fingerprint(plans)
-    _check_run_dir(out, cfg, fp)
+    _check_run_dir(out, cfg, plans)
     results_path = out / RESULTS
     done = read_results(results_path)
     todo = [hp for hp in plans if any(q.id not in done for q in hp.questions)]

@@ -157,3 +157,21 @@ def test_config_errors_name_the_key(tmp_path):
     assert parse_length("1h30m", "x") == 5400 and parse_length("90s", "x") == 90
     with pytest.raises(ConfigError, match="length"):
         parse_length("3 hours", "grid.lengths")
+
+
+def test_run_folder_accepts_more_lengths_but_not_another_config(tmp_path):
+    from pipelines.niah.run import _check_run_dir
+
+    full = _cfg(tmp_path)
+    short = full.with_lengths(20)
+    assert short.grid.lengths == (20.0,)
+    _check_run_dir(tmp_path / "run", short, plan(short)) if (tmp_path / "run").mkdir() is None else None
+    # the questions of 20 s are the same whether or not 40 s is in the grid
+    assert [q.id for hp in plan(short) for q in hp.questions] == \
+        [q.id for hp in plan(full) for q in hp.questions if q.length == 20.0]
+    _check_run_dir(tmp_path / "run", full, plan(full))     # extending with 40 s is fine
+    other = _cfg(tmp_path, seed=9)
+    with pytest.raises(ConfigError, match="another config"):
+        _check_run_dir(tmp_path / "run", other, plan(other))
+    with pytest.raises(ConfigError, match="no grid length"):
+        full.with_lengths(5)

@@ -125,6 +125,7 @@ class CacheConfig(_Section):
 @dataclass(frozen=True)
 class CompressConfig(_Section):
     _section = "compress"
+    method: str = _f("novelty", "how tokens are chosen: novelty (spatio-temporal pruner); uniform_frames (every token of every 1/keep_ratio-th frame, none of the others) and avg_pool (each frame's grid average-pooled to keep_ratio of its tokens) are content-blind baselines at the same token count", choices=("novelty", "uniform_frames", "avg_pool"))
     keep_ratio: float = _f(0.25, "fraction of a frame's tokens kept on average", min=0.0, max=1.0)
     keyframe_boost: float = _f(2.0, "keyframes keep this many times the average share", min=1.0)
     temporal_window: int = _f(4, "frames in the temporal anchor", min=1)

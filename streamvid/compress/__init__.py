@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from ..config import ClipConfig, CompressConfig
 from ..types import ClipBuilder, KeyframeSelector, TokenPruner
+from .baselines import AvgPoolPruner, UniformFramePruner, pool_cells
 from .clips import SceneClipBuilder, describe_clip, merge_labels, merge_text
 from .keyframes import ShotKeyframeSelector, cosine_distance
 from .pruner import SpatioTemporalPruner, allocate_budgets, token_novelty
 
 __all__ = [
-    "SceneClipBuilder", "ShotKeyframeSelector", "SpatioTemporalPruner", "allocate_budgets",
+    "AvgPoolPruner", "SceneClipBuilder", "ShotKeyframeSelector", "SpatioTemporalPruner", "allocate_budgets",
     "cosine_distance", "create_clip_builder", "create_keyframe_selector", "create_pruner",
-    "describe_clip", "merge_labels", "merge_text", "token_novelty",
+    "describe_clip", "merge_labels", "merge_text", "pool_cells", "token_novelty",
+    "UniformFramePruner",
 ]
 
 
@@ -21,8 +23,13 @@ def create_keyframe_selector(config: CompressConfig | None = None) -> KeyframeSe
 
 
 def create_pruner(config: CompressConfig | None = None) -> TokenPruner:
-    """The spatio-temporal token pruner a ``CompressConfig`` describes."""
-    return SpatioTemporalPruner(config or CompressConfig())
+    """The token pruner a ``CompressConfig`` describes (``method``: novelty, or a baseline)."""
+    config = config or CompressConfig()
+    if config.method == "uniform_frames":
+        return UniformFramePruner(config)
+    if config.method == "avg_pool":
+        return AvgPoolPruner(config)
+    return SpatioTemporalPruner(config)
 
 
 def create_clip_builder(config: ClipConfig | None = None, *, source_id: str = "") -> ClipBuilder:

@@ -368,7 +368,8 @@ def _ffmpeg_version() -> str:
 
 
 def probe(path: str) -> dict[str, Any]:
-    """Codec, size, rotation, frame rate and time origin of a file's first video stream."""
+    """Codec, size, rotation, frame rate, duration and time origin of a file's first video
+    stream; a SourceError (one line, naming the file) when it cannot be opened."""
     av = _av()
     problem = file_size_problem(Path(path))
     if problem:
@@ -390,7 +391,11 @@ def probe(path: str) -> dict[str, Any]:
         except av.error.FFmpegError:
             pass
         origin = (c.start_time / 1_000_000) if c.start_time is not None else 0.0
-        return {"codec": s.codec_context.name, "width": s.codec_context.width,
+        if s.duration and s.time_base:
+            duration: float | None = float(s.duration * s.time_base)
+        else:
+            duration = (c.duration / 1_000_000) if c.duration else None
+        return {"codec": s.codec_context.name, "width": s.codec_context.width, "duration": duration,
                 "height": s.codec_context.height, "rotation": rotation,
                 "fps": Fraction(s.average_rate or s.guessed_rate) if (s.average_rate or s.guessed_rate) else None,
                 "origin": origin}

@@ -121,13 +121,19 @@ def test_downscale_keeps_aspect(backend, name, max_side):
     assert np.abs(frames[0].image.astype(np.float32) - ref).mean() < 8
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+# frames a backend may lose at the cut of a truncated file (OpenCV's decoder threads drop
+# the frames in flight when the last, partial packet fails)
+TRUNCATED_SLACK = {"pyav": 0, "opencv": 3}
+
+
+@pytest.mark.parametrize("backend", list(TRUNCATED_SLACK))
 def test_truncated_file_reads_what_decodes(backend, caplog):
     path = DATA / "world_truncated_faststart.mp4"
     ref = ffprobe_times(path)
     caplog.set_level(logging.WARNING)
     src, frames = _read(backend, path, fps=240.0, max_side=0)
-    assert len(frames) >= len(ref) - 1 and len(frames) > 10
+    assert len(frames) >= len(ref) - TRUNCATED_SLACK[backend] and len(frames) > 10
+    assert np.allclose([f.pts for f in frames], ref[:len(frames)], atol=1e-3)
     assert src.stats.truncated
     assert src.stats.ended_at == pytest.approx(frames[-1].pts, abs=0.05)
     msgs = [r.getMessage() for r in caplog.records if "ends early" in r.getMessage()]
@@ -179,3 +185,19 @@ def test_box_with_slice_errors_reads_through():
     src, frames = _read("pyav", DATA / "box_2s.mp4", fps=240.0, max_side=0)
     assert len(frames) == len(ref) and not src.stats.truncated
 
+
+
+def test_decord_refuses_truncated_files_clearly():
+    with pytest.raises(SourceError) as info:
+        _open("decord", DATA / "world_truncated_faststart.mp4")
+    msg = str(info.value)
+    assert "\n" not in msg and "world_truncated_faststart.mp4" in msg
+    assert "truncated" in msg and "fix: use backend 'pyav'" in msg and "/github" not in msg
+
+
+@pytest.mark.parametrize("name", sorted(set(ALL_FILES) - set(SUPPORTS["decord"])))
+def test_decord_refuses_codecs_it_would_crash_on(name):
+    with pytest.raises(SourceError) as info:
+        _open("decord", DATA / name)
+    msg = str(info.value)
+    assert name in msg and "vp9" in msg and "fix: use backend 'pyav'" in msg and "\n" not in msg

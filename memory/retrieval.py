@@ -46,7 +46,10 @@ class Retriever:
     Text questions are matched against clip text vectors (``text_encoder``), fused with
     BM25 over descriptions, labels and OCR text; questions about written text lean on the
     OCR words. Image questions are matched against clip vectors and, token by token,
-    against the kept visual tokens (``vision_encoder``). With ``recency_correction`` each
+    against the kept visual tokens (``vision_encoder``); with ``late_interaction`` 1.0 only
+    the kept tokens count (a clip that kept none scores -1), so that what the pruner drops
+    changes what is found (the clip vector is pooled from all tokens before pruning, and
+    still picks the ``candidates``). With ``recency_correction`` each
     dense score is measured against the query's similarity to the clip's time window, so
     a stream whose features drift over time does not bury early moments.
     """
@@ -245,6 +248,10 @@ class Retriever:
                 raw = float(clip.vector @ qp)
                 tok = 0.5 * (maxsim + late) + (ps - raw)  # same drift correction as pooled
                 scores[cid] = (1 - w) * ps + w * tok
+            elif w >= 1.0:
+                # all the weight on kept tokens: a clip that kept none has no visual evidence
+                # (its pooled vector was computed from tokens the pruner dropped)
+                scores[cid] = -1.0
             else:
                 scores[cid] = ps
         return scores, qp

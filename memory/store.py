@@ -547,16 +547,14 @@ class MemoryStore:
 
     def span(self, source: str | None = None) -> tuple[float, float]:
         """``(start, end)`` covered by ``source`` (or by all sources)."""
-        mask = np.ones(len(self._ids), bool) if source is None else \
-            (self._src == self._src_code.get(source, -1))
-        starts = list(self._start[mask]) + [c.start for c in self._pending.values()
-                                            if source is None or c.source_id == source]
-        ends = list(self._end[mask]) + [c.end for c in self._pending.values()
-                                        if source is None or c.source_id == source]
-        if not starts:
+        t = self.table()
+        mask = np.ones(len(t["id"]), bool) if source is None else \
+            (t["source"] == self._src_code.get(source, -1))
+        starts, ends = t["start"][mask], t["end"][mask]
+        if len(starts) == 0:
             raise StoreError(f"the store {self.path} has no clips of source {source!r}; "
                              f"sources: {', '.join(self.sources()) or 'none'}")
-        return float(min(starts)), float(max(ends))
+        return float(starts.min()), float(ends.max())
 
     def _locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Positions of ``ids`` in the committed row tables (-1 where absent)."""
@@ -766,6 +764,8 @@ class MemoryStore:
         from .consolidate import consolidate_store
 
         stats = consolidate_store(self)
+        if not self._dirty:  # nothing to commit
+            return
         m = dict(self._manifest)
         gen = int(m["generation"]) + 1
         n_live = len(self)

@@ -125,6 +125,8 @@ class PyAVSource(FrameSource):
         self._stream.codec_context.thread_type = "AUTO"
         self._closed = False
         self._iterated = False
+        self._reorder_depth = -1  # decided on the first read
+        self._keyframe_ts: list[int] = []
         self._keyframes = self._keyframe_times()
         self.mode = self._choose_mode()
 
@@ -155,14 +157,15 @@ class PyAVSource(FrameSource):
 
     # ------------------------------------------------------------------ mode
     def _keyframe_times(self) -> list[float]:
+        """Keyframe times from the container's index (decode times, a few frames early)."""
         try:
             entries = self._stream.index_entries
         except Exception:  # noqa: BLE001 - demuxers without an index
             return []
         if not entries:
             return []
-        times = sorted(float(e.timestamp * self._tb) - self._origin for e in entries if e.is_keyframe)
-        return times
+        self._keyframe_ts = sorted(int(e.timestamp) for e in entries if e.is_keyframe)
+        return [float(ts * self._tb) - self._origin for ts in self._keyframe_ts]
 
     def _choose_mode(self) -> str:
         mode = self.config.decode_mode
@@ -230,8 +233,27 @@ class PyAVSource(FrameSource):
                     last_t = float(fr.pts * self._tb) - self._origin
                 yield fr
 
+    def _needs_reordering(self, packets: int = 16) -> bool:
+        """True when the decoder hands out the first ``packets`` frames out of presentation
+        order (streams whose container times disagree with the coded order)."""
+        av = _av()
+        self._seek(0.0)
+        out: list[int] = []
+        n = 0
+        try:
+            for pkt in self._container.demux(self._stream):
+                out.extend(f.pts for f in pkt.decode() if f.pts is not None)
+                n += 1
+                if n >= packets:
+                    break
+        except (av.error.FFmpegError, OSError):
+            pass
+        self._seek(0.0)
+        return any(b <= a for a, b in zip(out, out[1:]))
+
     def _ordered(self, state: dict[str, Any]) -> Iterator[tuple[float, Any]]:
         """(time, frame) in presentation order."""
+        depth = self._reorder_depth
         heap: list[tuple[float, int, Any]] = []
         seq = itertools.count()
         last = -1.0
@@ -242,7 +264,7 @@ class PyAVSource(FrameSource):
             else:  # a frame without a timestamp: right after the newest one seen
                 t = max([last] + [h[0] for h in heap]) + step
             heapq.heappush(heap, (t, next(seq), fr))
-            if len(heap) > REORDER_DEPTH:
+            if len(heap) > depth:
                 t, _, f = heapq.heappop(heap)
                 if t > last + 1e-9:
                     last = t
@@ -286,8 +308,11 @@ class PyAVSource(FrameSource):
         yield from self._ordered(state)
 
     def _seek(self, t: float) -> None:
-        target = int((t + self._origin) / self._tb)
-        self._container.seek(max(target, 0), stream=self._stream, backward=True)
+        self._seek_ts(round((t + self._origin) / self._tb))
+
+    def _seek_ts(self, ts: int) -> None:
+        """Seek to the keyframe at or before ``ts`` (in stream time base units)."""
+        self._container.seek(max(int(ts), 0), stream=self._stream, backward=True)
 
     def __iter__(self) -> Iterator[Frame]:
         if self._closed:
@@ -305,6 +330,10 @@ class PyAVSource(FrameSource):
         elif self.is_seekable and self._iterated:
             self._seek(0.0)
         self._iterated = True
+        if self._reorder_depth < 0:
+            self._reorder_depth = REORDER_DEPTH
+            if self.is_seekable and not self._needs_reordering():
+                self._reorder_depth = 0
         seg = self._ordered(state)
         while True:
             try:
@@ -325,8 +354,10 @@ class PyAVSource(FrameSource):
                     k = bisect.bisect_right(self._keyframes, nxt + TIME_EPS) - 1
                     if k >= 0 and self._keyframes[k] > t + TIME_EPS:
                         # the next sample lies in a later keyframe group: jump there
+                        # (index times are decode times; FFmpeg finds the keyframe at or
+                        # before the sample time itself)
                         seg.close()
-                        self._seek(self._keyframes[k])
+                        self._seek(nxt)
                         state = {}
                         seg = self._ordered(state)
                         seg = self._guard_overshoot(seg, state, nxt, t)

@@ -125,6 +125,7 @@ class PyAVSource(FrameSource):
         self._stream.codec_context.thread_type = "AUTO"
         self._closed = False
         self._iterated = False
+        self.frames_decoded = 0
         self._reorder_depth = -1  # decided on the first read
         self._keyframe_ts: list[int] = []
         self._keyframes = self._keyframe_times()
@@ -229,6 +230,7 @@ class PyAVSource(FrameSource):
                 self._decode_error(err, last_t)
                 continue
             for fr in frames:
+                self.frames_decoded += 1
                 if fr.pts is not None:
                     last_t = float(fr.pts * self._tb) - self._origin
                 yield fr
@@ -318,6 +320,7 @@ class PyAVSource(FrameSource):
         if self._closed:
             raise SourceError(f"video {self.uri} is closed; fix: open it again with open_source()")
         self._stats = SourceStats()
+        self.frames_decoded = 0  # decoder output, kept or not (shows what seeking saved)
         cc = self._stream.codec_context
         cc.skip_frame = "NONKEY" if self.mode == "keyframes" else "DEFAULT"
         sampler = self._sampler()
@@ -325,15 +328,16 @@ class PyAVSource(FrameSource):
         t0 = time.perf_counter()
         last_t: float | None = None
         stopped = False
+        if self._reorder_depth < 0:
+            self._reorder_depth = REORDER_DEPTH
+            if self.is_seekable and not self._needs_reordering():
+                self._reorder_depth = 0
+            self._iterated = True  # the probe moved the read position
         if self.config.start > 0 and self.is_seekable:
             self._seek(self.config.start)
         elif self.is_seekable and self._iterated:
             self._seek(0.0)
         self._iterated = True
-        if self._reorder_depth < 0:
-            self._reorder_depth = REORDER_DEPTH
-            if self.is_seekable and not self._needs_reordering():
-                self._reorder_depth = 0
         seg = self._ordered(state)
         while True:
             try:

@@ -201,3 +201,29 @@ def test_decord_refuses_codecs_it_would_crash_on(name):
         _open("decord", DATA / name)
     msg = str(info.value)
     assert name in msg and "vp9" in msg and "fix: use backend 'pyav'" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("fps", [0.5, 1.0])
+def test_sparse_sampling_seeks_past_unneeded_frames(fps):
+    """Automatic mode on a file with a keyframe every second: the same frames as decoding
+    everything, from far fewer decoded frames."""
+    path = DATA / "world_3s.mp4"
+    with _open("pyav", path, fps=fps, max_side=0, decode_mode="sequential") as seq:
+        a = list(seq)
+    with _open("pyav", path, fps=fps, max_side=0) as auto:
+        b = list(auto)
+    assert auto.mode == "seek"
+    assert [f.pts for f in a] == [f.pts for f in b]
+    assert all(np.array_equal(x.image, y.image) for x, y in zip(a, b))
+    assert auto.frames_decoded < seq.frames_decoded / 2, (auto.frames_decoded, seq.frames_decoded)
+
+
+def test_keyframes_mode_delivers_keyframes_only():
+    import av
+
+    path = DATA / "world_3s.mp4"
+    with av.open(str(path)) as c:
+        keys = sorted(float(p.pts * p.time_base) for p in c.demux(video=0) if p.is_keyframe and p.pts is not None)
+    with _open("pyav", path, fps=240.0, max_side=0, decode_mode="keyframes") as src:
+        got = [f.pts for f in src]
+    assert got == pytest.approx(keys, abs=1e-3) and len(keys) == 3

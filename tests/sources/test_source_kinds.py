@@ -126,3 +126,30 @@ def test_missing_camera_gives_up_with_a_clear_error():
     msg = str(info.value)
     assert time.monotonic() - t0 < 10
     assert "/dev/video97" in msg and "camera" in msg and "fix:" in msg and "\n" not in msg
+
+
+def test_http_file_through_pyav():
+    """A video served over HTTP on loopback reads like the local file, same times."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(DATA)))
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/world_3s.mp4"
+        with open_source(url, SourceConfig(fps=3.0, max_side=0)) as src:
+            remote = [(f.pts, f.image) for f in src]
+            assert src.source_id == url and not src.is_live
+    finally:
+        srv.shutdown()
+        th.join()
+    with open_source(DATA / "world_3s.mp4", SourceConfig(fps=3.0, max_side=0)) as src:
+        local = [(f.pts, f.image) for f in src]
+    assert [t for t, _ in remote] == [t for t, _ in local] and len(local) == 9
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(remote, local))

@@ -106,3 +106,9 @@ def default_source_id(uri: str) -> str:
     if "://" in uri:
         return uri
     return Path(uri).name or uri
+
+
+def ffmpeg_reason(err: BaseException) -> str:
+    """An FFmpeg/OS error in a few words, without the error number and the repeated URL."""
+    text = getattr(err, "strerror", None)
+    return str(text) if text else first_line(err)

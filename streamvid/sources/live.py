@@ -22,7 +22,7 @@ from ..config import SourceConfig
 from ..errors import SourceError
 from ..types import Frame, FrameSource, SourceStats
 from . import register_source
-from ._common import Sampler, default_source_id, first_line, rotate_upright, scaled_size
+from ._common import Sampler, default_source_id, ffmpeg_reason, first_line, rotate_upright, scaled_size
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class LiveSource(FrameSource):
     """
 
     kind = "stream"
+    fix_hint = "check that the source is running and the address is right"
 
     def __init__(self, uri: str, config: SourceConfig | None = None, source_id: str | None = None) -> None:
         self.uri = str(uri)
@@ -226,12 +227,10 @@ class LiveSource(FrameSource):
                 if last_pts is None:
                     raise SourceError(
                         f"cannot open {self.kind} {self.uri}: no frames within {cfg.give_up_after:g} s "
-                        f"({attempts} attempts{why}); fix: check that the source is running and the "
-                        f"address is right, or raise source.give_up_after")
+                        f"({attempts} attempts{why}); fix: {self.fix_hint}, or raise source.give_up_after")
                 raise SourceError(
                     f"{self.kind} {self.uri} stopped: no frames for {since:.1f} s after "
-                    f"{attempts} reconnect attempts{why}; fix: check the source and the network, or raise "
-                    f"source.give_up_after")
+                    f"{attempts} reconnect attempts{why}; fix: {self.fix_hint}, or raise source.give_up_after")
             wait = min(delay, max(0.0, cfg.give_up_after - since))
             log.info("%s %s: connection ended%s; reconnecting in %.2f s", self.kind, self.uri, why, wait)
             if self._stop.wait(wait):
@@ -312,10 +311,10 @@ class PyAVLiveSource(LiveSource):
             container = av.open(self.uri, options=self._av_options(),
                                 timeout=(self.config.open_timeout, self._read_timeout()))
         except (av.error.FFmpegError, OSError) as err:
-            raise SourceError(f"cannot open stream {self.uri}: {first_line(err)}") from err
+            raise SourceError(f"FFmpeg could not open it: {ffmpeg_reason(err)}") from err
         try:
             if not container.streams.video:
-                raise SourceError(f"stream {self.uri} has no video; fix: check the URL's path")
+                raise SourceError("it has no video stream (check the URL's path)")
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate
             if rate and self._fps is None:

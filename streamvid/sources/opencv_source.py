@@ -132,6 +132,7 @@ class OpenCVCamera(LiveSource):
     """
 
     kind = "camera"
+    fix_hint = "check that the camera is connected and free, and the device index or path"
 
     def __init__(self, uri: str, config: SourceConfig | None = None, source_id: str | None = None) -> None:
         super().__init__(uri, config, source_id)
@@ -141,7 +142,7 @@ class OpenCVCamera(LiveSource):
         cap = cv2.VideoCapture(self._device)
         try:
             if not cap.isOpened():
-                raise SourceError(f"cannot open camera {self.uri}: OpenCV could not open the device")
+                raise SourceError("OpenCV could not open the device")
             fps = cap.get(cv2.CAP_PROP_FPS)
             if fps and fps > 0 and self._fps is None:
                 self._fps = Fraction(fps).limit_denominator(1001)

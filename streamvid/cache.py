@@ -241,40 +241,59 @@ def adaptive_ratio(base: float, change: float, threshold: float) -> float:
 
 class _Reference:
     """A fully computed frame: per-layer block inputs ``h[l]`` (``h[L]`` is the last output)
-    and per-layer keys and values."""
+    and per-layer keys and values ``kv[l]`` ``[T, 2*H*d]`` (keys, then values, token-major)."""
 
     def __init__(self, thumb: np.ndarray) -> None:
         self.thumb = thumb
         self.h: list[Any] = []
-        self.k: list[Any] = []
-        self.v: list[Any] = []
+        self.kv: list[Any] = []
         self.age = 0
+
+
+@dataclass
+class _Pending:
+    """A frame waiting for a partial pass against the current reference."""
+
+    frame: Frame
+    change: float
+    cut: bool
+    ratio: float
 
 
 class TokenCache(_StatsMixin, FeatureCache):
     """Token-level selective recompute inside the transformer blocks of an ``hf`` encoder.
 
     A reference frame gets a full pass that keeps, per block, its input hidden states, keys
-    and values. A later frame computes its patch embedding, then in every block picks the
-    tokens whose block input moved most from the reference's (plus the CLS/register
-    tokens), recomputes queries, keys, values, attention and MLP for those only — they
-    attend to all tokens, with fresh keys/values for the recomputed ones and the
-    reference's for the rest — and copies the reference's block output for the others.
-    With ratio 1 this is the plain forward.
+    and values. A later frame computes its patch embedding and picks the tokens whose
+    embedding moved most from the reference's (plus the CLS/register tokens). Through every
+    block only those rows are carried: layer norm, queries, keys, values, attention and MLP
+    are computed for them alone; they attend to all tokens, with their own fresh keys and
+    values and the reference's for the rest. The other tokens keep the reference's hidden
+    states, so their keys and values are the reference's without any recompute, and at the
+    end they take the reference's last-layer output. Every block's recomputed rows are
+    exactly the transformers block run on that mixed input, and with ratio 1 this is the
+    plain forward. (Re-ranking the tokens in every layer would pick the same set: rows that
+    were not recomputed equal the reference's, so their change is zero.)
 
     Which frames are references: the first, a scene cut (change against the previous frame
     ``>= cut_threshold``), a jump (change against the reference ``>= refresh_threshold``),
     and every frame after ``max_age`` partial ones. The ratio per frame is
     ``recompute_ratio`` or, with ``adaptive``, ``recompute_ratio * clip(change_to_reference /
-    threshold, 0.25, 4)`` capped at 1. Frames are processed one at a time (each depends on
-    the current reference), so ``push`` returns every frame's features at once.
+    threshold, 0.25, 4)`` capped at 1.
+
+    Frames that share a reference are processed together, up to ``batch_size`` at a time:
+    their recomputed rows are stacked into one matrix per operation. ``push`` returns the
+    features that are ready (a reference frame finishes the waiting partial frames first);
+    ``flush`` runs the rest. With ``batch_size=1`` every ``push`` returns its own frame.
     """
 
     def __init__(self, encoder: VisionEncoder, config: CacheConfig | None = None, *,
-                 batch_size: int = 16):
+                 batch_size: int = 1):
         if not hasattr(type(encoder), "token_runner"):
             raise ConfigError(f"token cache: encoder {encoder.name!r} has no token runner; "
                               "fix: set cache.mode: frame")
+        if batch_size < 1:
+            raise ConfigError(f"token cache batch_size: expected >= 1, got {batch_size}")
         import torch
 
         runner = encoder.token_runner  # type: ignore[attr-defined]
@@ -283,9 +302,11 @@ class TokenCache(_StatsMixin, FeatureCache):
         self.encoder = encoder
         self.runner = runner
         self.config = config or CacheConfig(mode="token")
-        self.batch_size = batch_size
+        self.batch_size = int(batch_size)
         self._ref: _Reference | None = None
         self._prev_thumb: np.ndarray | None = None
+        self._pending: list[_Pending] = []
+        self._new_reference = False
         self.trace: list[dict[str, Any]] | None = None  # set to [] to record per-block details
         self._init_stats()
         self._partial = 0
@@ -303,48 +324,106 @@ class TokenCache(_StatsMixin, FeatureCache):
         h = self.runner.embed(pixels)
         for blk in self.runner.blocks:
             ref.h.append(h)
-            q, k, v = blk.qkv(h)
-            ref.k.append(k)
-            ref.v.append(v)
-            h = blk.finish(h, q, k, v)
+            w = blk.width
+            packed = blk.qkv_packed(h)
+            ref.kv.append(packed[0, :, w:].contiguous())
+            h = blk.finish(h, blk.split(packed[..., :w]), blk.split(packed[..., w:2 * w]),
+                           blk.split(packed[..., 2 * w:]))
         ref.h.append(h)
         self._ref = ref
         tokens, pooled = self.runner.finalize(h)
         return tokens, pooled, 1.0
 
-    def partial_pass(self, pixels, ratio: float):
-        """Selective recompute against the current reference; returns the recomputed share."""
+    def partial_pass(self, pixels, ratio: float | list[float]):
+        """Selective recompute of ``[B, 3, H, W]`` frames against the current reference.
+
+        ``ratio`` is one fraction for all frames or one per frame. Returns ``(tokens,
+        pooled, share)``: ``share`` is the recomputed fraction of tokens (a float for one
+        frame, else a list).
+        """
         torch = self._torch
+        F = torch.nn.functional
         ref = self._ref
-        assert ref is not None
+        if ref is None:
+            raise ValidationError("token cache partial_pass: no reference frame yet; "
+                                  "fix: run full_pass first")
         p = self.runner.n_prefix
-        h = self.runner.embed(pixels)
-        t = h.shape[1]
+        h0 = self.runner.embed(pixels)
+        b, t, d = h0.shape
+        ratios = [float(ratio)] * b if np.isscalar(ratio) else [float(r) for r in ratio]
         n_patch = t - p
-        k_count = p + min(n_patch, max(1, int(np.ceil(ratio * n_patch))))
-        done = 0
+        counts = [p + min(n_patch, max(1, int(np.ceil(r * n_patch)))) for r in ratios]
+        delta = (h0 - ref.h[0]).float().norm(dim=-1)            # [B, T]
+        if p:
+            delta[:, :p] = float("inf")
+        order = torch.topk(delta, max(counts), dim=1, sorted=True).indices
+        idx = [order[i, :c].sort().values for i, c in enumerate(counts)]
+        flat = torch.cat([ix + i * t for i, ix in enumerate(idx)])
+        x = h0.reshape(b * t, d).index_select(0, flat)            # [N, D] recomputed rows
+        uniform = len(set(counts)) == 1
+        bounds = np.concatenate([[0], np.cumsum(counts)])
         for layer, blk in enumerate(self.runner.blocks):
-            ref_in = ref.h[layer]
-            delta = (h[0] - ref_in[0]).float().norm(dim=-1)
-            if p:
-                delta[:p] = float("inf")
-            idx = torch.topk(delta, k_count, sorted=False).indices.sort().values
-            h_sel = h[:, idx]
-            q, k, v = blk.qkv(h_sel)
-            keys = ref.k[layer].clone()
-            vals = ref.v[layer].clone()
-            keys[:, :, idx] = k
-            vals[:, :, idx] = v
-            out_sel = blk.finish(h_sel, q, keys, vals)
+            w, nh, hd = blk.width, blk.num_heads, blk.head_dim
+            packed = blk.qkv_packed(x)                            # [N, 3w]
+            kv = ref.kv[layer].repeat(b, 1)                       # [B*T, 2w]
+            kv.index_copy_(0, flat, packed[:, w:])
+            kv = kv.view(b, t, 2, nh, hd)
+            keys, vals = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
+            if uniform:
+                c = counts[0]
+                q = packed[:, :w].reshape(b, c, nh, hd).transpose(1, 2)
+                o = F.scaled_dot_product_attention(q, keys, vals, scale=blk.scale)
+                o = o.transpose(1, 2).reshape(b * c, w)
+            else:
+                parts = []
+                for i in range(b):
+                    c = counts[i]
+                    q = packed[bounds[i]:bounds[i + 1], :w].reshape(1, c, nh, hd).transpose(1, 2)
+                    oi = F.scaled_dot_product_attention(q, keys[i:i + 1], vals[i:i + 1], scale=blk.scale)
+                    parts.append(oi.transpose(1, 2).reshape(c, w))
+                o = torch.cat(parts)
+            out = blk.after_attention(x, o)
             if self.trace is not None:
-                mixed = ref_in.clone()
-                mixed[:, idx] = h_sel
-                self.trace.append({"layer": layer, "idx": idx, "input": mixed, "output": out_sel})
-            h = ref.h[layer + 1].clone()
-            h[:, idx] = out_sel
-            done += k_count
-        tokens, pooled = self.runner.finalize(h)
-        return tokens, pooled, done / (t * len(self.runner.blocks))
+                for i in range(b):
+                    mixed = ref.h[layer].clone()
+                    mixed[:, idx[i]] = x[bounds[i]:bounds[i + 1]]
+                    self.trace.append({"layer": layer, "frame": i, "idx": idx[i], "input": mixed,
+                                       "output": out[bounds[i]:bounds[i + 1]].unsqueeze(0)})
+            x = out
+        h = ref.h[-1].reshape(t, d).repeat(b, 1)                  # [B*T, D]
+        h.index_copy_(0, flat, x)
+        tokens, pooled = self.runner.finalize(h.view(b, t, d))
+        shares = [c / t for c in counts]
+        return tokens, pooled, (shares[0] if np.isscalar(ratio) else shares)
+
+    # ------------------------------------------------------------------ running
+    def _features(self, frame: Frame, tokens, pooled, share: float, change: float,
+                  cut: bool) -> FrameFeatures:
+        tok = tokens.float().numpy().copy()
+        pool = pooled.float().numpy().copy()
+        n = tok.shape[0]
+        self._frames += 1
+        self._tokens_total += n
+        self._tokens_recomputed += share * n
+        return FrameFeatures(pts=frame.pts, index=frame.index, tokens=tok, pooled=pool,
+                             grid=tuple(self.encoder.grid), reused=False,
+                             tokens_recomputed=float(min(1.0, share)), change=change, cut=cut,
+                             source_id=frame.source_id)
+
+    def _run_pending(self) -> list[FrameFeatures]:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return []
+        torch = self._torch
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            pixels = self.runner.preprocess([e.frame.image for e in batch])
+            tokens, pooled, shares = self.partial_pass(pixels, [e.ratio for e in batch])
+            out = [self._features(e.frame, tokens[i], pooled[i], shares[i], e.change, e.cut)
+                   for i, e in enumerate(batch)]
+        self._encode_seconds += time.perf_counter() - t0
+        self._partial += len(batch)
+        return out
 
     # ------------------------------------------------------------------ API
     def push(self, frame: Frame) -> list[FrameFeatures]:
@@ -356,38 +435,30 @@ class TokenCache(_StatsMixin, FeatureCache):
         self._prev_thumb = thumb
         ref = self._ref
         change_ref = 1.0 if ref is None else change_score(thumb, ref.thumb)
-        full = (ref is None or cut or change_ref >= cfg.refresh_threshold
+        full = (ref is None or cut or self._new_reference or change_ref >= cfg.refresh_threshold
                 or ref.age >= cfg.max_age)
-        ratio = 1.0
         if not full:
             ratio = adaptive_ratio(cfg.recompute_ratio, change_ref, cfg.threshold) \
                 if cfg.adaptive else cfg.recompute_ratio
+            ref.age += 1  # type: ignore[union-attr]
+            self._pending.append(_Pending(frame, change, cut, ratio))
+            return self._run_pending() if len(self._pending) >= self.batch_size else []
+        out = self._run_pending()        # they belong to the old reference
+        self._new_reference = False
         torch = self._torch
         t0 = time.perf_counter()
         with torch.inference_mode():
             pixels = self.runner.preprocess([frame.image])
-            if full:
-                tokens, pooled, share = self.full_pass(pixels, thumb)
-            else:
-                tokens, pooled, share = self.partial_pass(pixels, ratio)
-                ref.age += 1  # type: ignore[union-attr]
-                self._partial += 1
-            tok = tokens[0].float().numpy().copy()
-            pool = pooled[0].float().numpy().copy()
+            tokens, pooled, share = self.full_pass(pixels, thumb)
+            out.append(self._features(frame, tokens[0], pooled[0], share, change, cut))
         self._encode_seconds += time.perf_counter() - t0
-        n = tok.shape[0]
-        self._frames += 1
-        self._tokens_total += n
-        self._tokens_recomputed += share * n
-        return [FrameFeatures(pts=frame.pts, index=frame.index, tokens=tok, pooled=pool,
-                              grid=tuple(self.encoder.grid), reused=False,
-                              tokens_recomputed=float(min(1.0, share)), change=change, cut=cut,
-                              source_id=frame.source_id)]
+        return out
 
     def flush(self) -> list[FrameFeatures]:
-        return []
+        return self._run_pending()
 
     def reset(self) -> None:
-        """Drop the reference frame; the next frame gets a full pass."""
-        self._ref = None
+        """Drop the reference frame; the next frame gets a full pass (pending frames keep
+        theirs: they are run first)."""
         self._prev_thumb = None
+        self._new_reference = True

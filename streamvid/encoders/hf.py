@@ -80,15 +80,44 @@ class BlockOps:
     ls1: Callable[[Any], Any] | None = None
     ls2: Callable[[Any], Any] | None = None
     module: Any = None  # the transformers layer, for reference checks
+    qkv_weight: Any = None  # [3*H*d, D]: the q, k and v projections stacked (one matmul)
+    qkv_bias: Any = None    # [3*H*d]
+
+    def __post_init__(self) -> None:
+        import torch
+
+        mods = (self.q, self.k, self.v)
+        if all(isinstance(m, torch.nn.Linear) for m in mods):
+            self.qkv_weight = torch.cat([m.weight.detach() for m in mods]).contiguous()
+            self.qkv_bias = torch.cat([m.bias.detach() if m.bias is not None
+                                       else torch.zeros(m.out_features, dtype=m.weight.dtype)
+                                       for m in mods])
+
+    @property
+    def width(self) -> int:
+        """``H * d``, the width of queries, keys and values."""
+        return self.num_heads * self.head_dim
 
     def split(self, x):
         """``[B, T, H*d]`` -> ``[B, H, T, d]``."""
         b, t, _ = x.shape
         return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
 
-    def qkv(self, h):
+    def qkv_packed(self, h):
+        """``ln1`` then the three projections as one ``[..., 3*H*d]`` tensor (q | k | v)."""
+        import torch
+        import torch.nn.functional as F
+
         a = self.ln1(h)
-        return self.split(self.q(a)), self.split(self.k(a)), self.split(self.v(a))
+        if self.qkv_weight is None:
+            return torch.cat([self.q(a), self.k(a), self.v(a)], dim=-1)
+        return F.linear(a, self.qkv_weight, self.qkv_bias)
+
+    def qkv(self, h):
+        w = self.width
+        packed = self.qkv_packed(h)
+        return (self.split(packed[..., :w]), self.split(packed[..., w:2 * w]),
+                self.split(packed[..., 2 * w:]))
 
     def finish(self, h, q, k, v):
         """Given the block input rows ``h`` and their queries, attend to ``k``/``v``."""
@@ -96,7 +125,12 @@ class BlockOps:
 
         o = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         b, _, t, _ = o.shape
-        o = self.out(o.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim))
+        return self.after_attention(h, o.transpose(1, 2).reshape(b, t, self.width))
+
+    def after_attention(self, h, o):
+        """Output projection, residual and MLP, given the heads' outputs ``o`` ``[..., H*d]``
+        of the rows ``h`` (any leading shape)."""
+        o = self.out(o)
         h = h + (self.ls1(o) if self.ls1 is not None else o)
         m = self.mlp(self.ln2(h))
         return h + (self.ls2(m) if self.ls2 is not None else m)

@@ -178,3 +178,60 @@ def test_config_errors(tmp_path):
     assert bigger.grid == (6, 6) and bigger.encode([skdata.coffee()]).tokens.shape == (1, 36, 32)
     with pytest.raises(ModelError):
         create_encoder(EncoderConfig(name="hf", model=str(tmp_path / "missing")))
+
+
+def test_batched_token_cache_matches_one_frame_at_a_time(tiny):
+    """Frames that share a reference are run together: same features, same order, and a new
+    reference first finishes the frames waiting on the old one."""
+    kind, enc = tiny
+    cfg = CacheConfig(mode="token", recompute_ratio=0.25, adaptive=True, threshold=0.02,
+                      refresh_threshold=0.1, cut_threshold=0.3, max_age=100)
+    cat = skdata.chelsea()
+    seq = []
+    for i in range(4):
+        im = cat.copy()
+        im[40 + 20 * i:90 + 20 * i, 60:160] = 255 - im[40 + 20 * i:90 + 20 * i, 60:160]
+        seq.append(im)
+    cup = skdata.coffee()[:300, :451]
+    seq += [cup, cup.copy()]
+    frames = [Frame(pts=float(i), index=i, image=im) for i, im in enumerate(seq)]
+    one = TokenCache(enc, cfg)
+    ref = [f for fr in frames for f in one.push(fr)]
+    many = TokenCache(enc, cfg, batch_size=3)
+    per_push = [many.push(fr) for fr in frames]
+    got = [f for fs in per_push for f in fs] + many.flush()
+    # 0: reference; 1-3 wait for the batch; 4 (a jump) is a reference and finishes them
+    assert [[f.index for f in fs] for fs in per_push] == [[0], [], [], [1, 2, 3], [4], []]
+    assert [f.index for f in got] == list(range(6))
+    assert [f.tokens_recomputed for f in got] == [f.tokens_recomputed for f in ref]
+    assert len({f.tokens_recomputed for f in got[1:4]}) > 1  # adaptive: ratios differ per frame
+    for a, b in zip(got, ref):
+        np.testing.assert_allclose(a.tokens, b.tokens, atol=1e-5)
+        np.testing.assert_allclose(a.pooled, b.pooled, atol=1e-5)
+    assert many.stats["frames_partial"] == one.stats["frames_partial"] == 4
+
+
+def test_batched_partial_pass_is_exact_per_block(tiny):
+    kind, enc = tiny
+    cache = TokenCache(enc, CacheConfig(mode="token", recompute_ratio=0.5, adaptive=False))
+    cat = skdata.chelsea()
+    moved = [cat.copy(), cat.copy()]
+    moved[0][100:200, 150:300] = 0
+    moved[1][:120, :200] = 255
+    with torch.inference_mode():
+        cache.full_pass(enc.preprocess([cat]))
+        cache.trace = []
+        tokens, pooled, shares = cache.partial_pass(enc.preprocess(moved), [0.5, 0.5])
+        assert len(shares) == 2 and shares[0] == shares[1] and 0.5 <= shares[0] < 0.8
+        frames_seen = {rec["frame"] for rec in cache.trace}
+        assert frames_seen == {0, 1}
+        for rec in cache.trace:
+            module = cache.runner.blocks[rec["layer"]].module
+            full = module(rec["input"], None)
+            full = full[0] if isinstance(full, tuple) else full
+            np.testing.assert_allclose(rec["output"].numpy(), full[:, rec["idx"]].numpy(), atol=1e-5)
+        # ratio 1 on a batch is the plain forward
+        t1, p1, _ = cache.partial_pass(enc.preprocess(moved), 1.0)
+    plain = enc.encode(moved)
+    np.testing.assert_allclose(t1.numpy(), plain.tokens, atol=1e-5)
+    np.testing.assert_allclose(p1.numpy(), plain.pooled, atol=1e-5)

@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 # reordering depth); they are put back in order through a buffer this deep.
 REORDER_DEPTH = 4
 
+# Decoding keyframes only beats seeking while fewer than this many keyframes lie in one
+# sample interval (see benchmarks/results/decode.md).
+KEYFRAMES_MAX_PER_SAMPLE = 2.5
+
 # Containers whose keyframe index is complete when the file is opened, so a seek lands on
 # the keyframe asked for (MPEG-PS/TS build theirs while reading and seek by bisection).
 SEEKABLE_FORMATS = {"mov", "mp4", "matroska", "webm", "avi"}
@@ -126,6 +130,7 @@ class PyAVSource(FrameSource):
         self._closed = False
         self._iterated = False
         self.frames_decoded = 0
+        self._last_packet_t = None
         self._reorder_depth = -1  # decided on the first read
         self._keyframe_ts: list[int] = []
         self._keyframes = self._keyframe_times()
@@ -177,9 +182,56 @@ class PyAVSource(FrameSource):
                 log.info("%s: no keyframe index to seek with; decoding sequentially", self.uri)
             return "sequential"
         if mode == "auto":
-            # seeking pays only when a sample interval spans more than a keyframe group
-            return "seek" if self._sample_step() > 0 else "sequential"
+            step = self._sample_step()
+            if step <= 0:
+                return "sequential"
+            # Keyframes only when that gives the very frames exact sampling would (every
+            # sample time has a keyframe within a frame after it) and few keyframes lie
+            # between samples; when many do, seeking skips them and is faster (measured in
+            # benchmarks/decode.py: 1 s keyframe groups, 1 sample/s: keyframes 2.6x faster
+            # than seeking; 1 sample/5 s: seeking 3x faster than keyframes).
+            # Otherwise seek: it jumps only when a keyframe group holds no sample.
+            gaps = sorted(b - a for a, b in zip(self._keyframes, self._keyframes[1:]))
+            typical = gaps[len(gaps) // 2] if gaps else 0.0
+            if typical > 0 and step / typical < KEYFRAMES_MAX_PER_SAMPLE and self._keyframes_are_samples(step):
+                return "keyframes"
+            return "seek"
         return mode
+
+    def _keyframes_are_samples(self, step: float) -> bool:
+        frame = float(1 / self._fps) if self._fps else None
+        end = self._duration
+        if frame is None or not end or len(self._keyframes) < 2:
+            return False
+        if self.config.duration is not None:
+            end = min(end, self.config.start + self.config.duration)
+        # index times are decode times; a keyframe is shown (pts - dts) later
+        shift = self._first_packet_delay()
+        keys = [k + shift for k in self._keyframes]
+        n = int((end - self.config.start) / step) + 1
+        if n > 100_000:
+            return False
+        for i in range(n):
+            t = self.config.start + i * step
+            if t >= end - frame:
+                break
+            j = bisect.bisect_left(keys, t - 1e-3)
+            if j >= len(keys) or keys[j] - t > frame * 0.5:
+                return False
+        return True
+
+    def _first_packet_delay(self) -> float:
+        av = _av()
+        try:
+            for pkt in self._container.demux(self._stream):
+                if pkt.pts is not None and pkt.dts is not None:
+                    return float((pkt.pts - pkt.dts) * self._tb)
+                break
+        except (av.error.FFmpegError, OSError):
+            pass
+        finally:
+            self._iterated = True  # the read position moved
+        return 0.0
 
     def _sample_step(self) -> float:
         if self._fps and self.config.fps >= float(self._fps):
@@ -218,6 +270,10 @@ class PyAVSource(FrameSource):
                 except (av.error.FFmpegError, ValueError):
                     pass
                 return
+            if packet.pts is not None:
+                pt = float(packet.pts * self._tb) - self._origin
+                if self._last_packet_t is None or pt > self._last_packet_t:
+                    self._last_packet_t = pt
             if packet.is_corrupt and packet.size:
                 # a damaged or cut-off packet: the demuxer says so, so the decoder never sees it
                 # (a decoder error would also discard frames still in flight in its threads)
@@ -321,6 +377,7 @@ class PyAVSource(FrameSource):
             raise SourceError(f"video {self.uri} is closed; fix: open it again with open_source()")
         self._stats = SourceStats()
         self.frames_decoded = 0  # decoder output, kept or not (shows what seeking saved)
+        self._last_packet_t: float | None = None
         cc = self._stream.codec_context
         cc.skip_frame = "NONKEY" if self.mode == "keyframes" else "DEFAULT"
         sampler = self._sampler()
@@ -376,9 +433,12 @@ class PyAVSource(FrameSource):
         err = state.get("read_error")
         expected = self._duration
         short = False
-        if expected and last_t is not None:
+        # judged by the last packet read, not the last frame decoded (keyframes-only and
+        # seeking modes decode only some frames)
+        reached = self._last_packet_t if self._last_packet_t is not None else last_t
+        if expected and reached is not None:
             frame_dur = float(1 / self._fps) if self._fps else 0.1
-            short = last_t + max(3 * frame_dur, 0.5) < expected
+            short = reached + max(3 * frame_dur, 0.5) < expected
         if err is not None or short:
             self._stats.truncated = True
             self._stats.ended_at = last_t

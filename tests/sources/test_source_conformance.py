@@ -203,16 +203,17 @@ def test_decord_refuses_codecs_it_would_crash_on(name):
     assert name in msg and "vp9" in msg and "fix: use backend 'pyav'" in msg and "\n" not in msg
 
 
-@pytest.mark.parametrize("fps", [0.5, 1.0])
-def test_sparse_sampling_seeks_past_unneeded_frames(fps):
+@pytest.mark.parametrize("fps,mode", [(1.0, "keyframes"), (0.5, "keyframes"), (0.4, "seek")])
+def test_sparse_sampling_decodes_less_for_the_same_frames(fps, mode):
     """Automatic mode on a file with a keyframe every second: the same frames as decoding
-    everything, from far fewer decoded frames."""
+    everything, from far fewer decoded frames — keyframes only where every sample time is a
+    keyframe, else seeking past keyframe groups that hold no sample."""
     path = DATA / "world_3s.mp4"
     with _open("pyav", path, fps=fps, max_side=0, decode_mode="sequential") as seq:
         a = list(seq)
     with _open("pyav", path, fps=fps, max_side=0) as auto:
         b = list(auto)
-    assert auto.mode == "seek"
+    assert auto.mode == mode
     assert [f.pts for f in a] == [f.pts for f in b]
     assert all(np.array_equal(x.image, y.image) for x, y in zip(a, b))
     assert auto.frames_decoded < seq.frames_decoded / 2, (auto.frames_decoded, seq.frames_decoded)
@@ -227,3 +228,4 @@ def test_keyframes_mode_delivers_keyframes_only():
     with _open("pyav", path, fps=240.0, max_side=0, decode_mode="keyframes") as src:
         got = [f.pts for f in src]
     assert got == pytest.approx(keys, abs=1e-3) and len(keys) == 3
+    assert not src.stats.truncated  # only keyframes were decoded, yet the file was complete

@@ -492,8 +492,11 @@ class MemoryStore:
                 assign = None
                 if kind == "ivf" and seg.assign is not None and seg.assign_file == \
                         f"assign-{m.get('qgen', 0)}.npy":
-                    assign = seg.assign[r]
-                self._vindex.add(seg.ids[r], np.asarray(seg.vectors[r]), assign)
+                    assign = seg.assign if len(r) == seg.rows else seg.assign[r]
+                if len(r) == seg.rows:  # every row live: read the mapped file once, no gather
+                    self._vindex.add(seg.ids, seg.vectors, assign)
+                else:
+                    self._vindex.add(seg.ids[r], np.asarray(seg.vectors[r]), assign)
         self._tindex = VecIndex("flat", self.spec.text_dim)
         for si, seg in enumerate(seg_list):
             r = self._rows[self._segi == si]

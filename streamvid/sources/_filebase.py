@@ -7,11 +7,11 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+from pathlib import Path
 from typing import Any, Iterator
 
 from ..types import SourceStats
 from ._common import file_size_problem, open_error
-from pathlib import Path
 
 log = logging.getLogger(__name__)
 

@@ -38,10 +38,6 @@ log = logging.getLogger(__name__)
 # reordering depth); they are put back in order through a buffer this deep.
 REORDER_DEPTH = 4
 
-# Decoding keyframes only beats seeking while fewer than this many keyframes lie in one
-# sample interval (see benchmarks/results/decode.md).
-KEYFRAMES_MAX_PER_SAMPLE = 2.5
-
 # Containers whose keyframe index is complete when the file is opened, so a seek lands on
 # the keyframe asked for (MPEG-PS/TS build theirs while reading and seek by bisection).
 SEEKABLE_FORMATS = {"mov", "mp4", "matroska", "webm", "avi"}
@@ -185,53 +181,12 @@ class PyAVSource(FrameSource):
             step = self._sample_step()
             if step <= 0:
                 return "sequential"
-            # Keyframes only when that gives the very frames exact sampling would (every
-            # sample time has a keyframe within a frame after it) and few keyframes lie
-            # between samples; when many do, seeking skips them and is faster (measured in
-            # benchmarks/decode.py: 1 s keyframe groups, 1 sample/s: keyframes 2.6x faster
-            # than seeking; 1 sample/5 s: seeking 3x faster than keyframes).
-            # Otherwise seek: it jumps only when a keyframe group holds no sample.
-            gaps = sorted(b - a for a, b in zip(self._keyframes, self._keyframes[1:]))
-            typical = gaps[len(gaps) // 2] if gaps else 0.0
-            if typical > 0 and step / typical < KEYFRAMES_MAX_PER_SAMPLE and self._keyframes_are_samples(step):
-                return "keyframes"
+            # Seek: it jumps only when a keyframe group holds no sample, so it decodes no
+            # more than sequential reading and, with sparse samples, far less (measured in
+            # benchmarks/decode.py). Decoding keyframes only is faster still where keyframes
+            # are rarer than samples, but gives other frames, so it is never chosen here.
             return "seek"
         return mode
-
-    def _keyframes_are_samples(self, step: float) -> bool:
-        frame = float(1 / self._fps) if self._fps else None
-        end = self._duration
-        if frame is None or not end or len(self._keyframes) < 2:
-            return False
-        if self.config.duration is not None:
-            end = min(end, self.config.start + self.config.duration)
-        # index times are decode times; a keyframe is shown (pts - dts) later
-        shift = self._first_packet_delay()
-        keys = [k + shift for k in self._keyframes]
-        n = int((end - self.config.start) / step) + 1
-        if n > 100_000:
-            return False
-        for i in range(n):
-            t = self.config.start + i * step
-            if t >= end - frame:
-                break
-            j = bisect.bisect_left(keys, t - 1e-3)
-            if j >= len(keys) or keys[j] - t > frame * 0.5:
-                return False
-        return True
-
-    def _first_packet_delay(self) -> float:
-        av = _av()
-        try:
-            for pkt in self._container.demux(self._stream):
-                if pkt.pts is not None and pkt.dts is not None:
-                    return float((pkt.pts - pkt.dts) * self._tb)
-                break
-        except (av.error.FFmpegError, OSError):
-            pass
-        finally:
-            self._iterated = True  # the read position moved
-        return 0.0
 
     def _sample_step(self) -> float:
         if self._fps and self.config.fps >= float(self._fps):

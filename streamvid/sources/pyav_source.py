@@ -207,12 +207,19 @@ class PyAVSource(FrameSource):
             log.warning("%s: skipping undecodable data%s (%s); further errors are only counted "
                         "in stats.decode_errors", self.uri, at, first_line(err))
 
-    def _raw_frames(self, state: dict[str, Any]) -> Iterator[Any]:
-        """Decoded frames in decoder order; read errors end the stream (state['read_error'])."""
+    def _raw_frames(self, state: dict[str, Any], drain_at: float | None = None) -> Iterator[Any]:
+        """Decoded frames in decoder order; read errors end the stream (state['read_error']).
+
+        ``drain_at``: right after a seek, when the first packet is a keyframe shown exactly at
+        this time (the sample wanted), decode it alone and drain the decoder instead of
+        feeding it the packets its reordering delay would otherwise wait for; the segment
+        then ends with ``state['drained']`` set.
+        """
         av = _av()
         demux = self._container.demux(self._stream)
         cc = self._stream.codec_context
         last_t: float | None = None
+        first = True
         while True:
             try:
                 packet = next(demux)
@@ -229,6 +236,21 @@ class PyAVSource(FrameSource):
                 pt = float(packet.pts * self._tb) - self._origin
                 if self._last_packet_t is None or pt > self._last_packet_t:
                     self._last_packet_t = pt
+            if drain_at is not None and first and packet.size and packet.is_keyframe \
+                    and packet.pts is not None and not packet.is_corrupt \
+                    and abs(float(packet.pts * self._tb) - self._origin - drain_at) <= TIME_EPS:
+                try:
+                    frames = list(packet.decode()) + list(cc.decode(None))
+                except av.error.FFmpegError:
+                    frames = []
+                if frames:
+                    state["drained"] = True
+                    for fr in frames:
+                        self.frames_decoded += 1
+                        yield fr
+                    return
+            if packet.size:
+                first = False
             if packet.is_corrupt and packet.size:
                 # a damaged or cut-off packet: the demuxer says so, so the decoder never sees it
                 # (a decoder error would also discard frames still in flight in its threads)
@@ -264,14 +286,14 @@ class PyAVSource(FrameSource):
         self._seek(0.0)
         return any(b <= a for a, b in zip(out, out[1:]))
 
-    def _ordered(self, state: dict[str, Any]) -> Iterator[tuple[float, Any]]:
+    def _ordered(self, state: dict[str, Any], drain_at: float | None = None) -> Iterator[tuple[float, Any]]:
         """(time, frame) in presentation order."""
         depth = self._reorder_depth
         heap: list[tuple[float, int, Any]] = []
         seq = itertools.count()
         last = -1.0
         step = float(1 / self._fps) if self._fps else 0.04
-        for fr in self._raw_frames(state):
+        for fr in self._raw_frames(state, drain_at):
             if fr.pts is not None:
                 t = float(fr.pts * self._tb) - self._origin
             else:  # a frame without a timestamp: right after the newest one seen
@@ -355,7 +377,18 @@ class PyAVSource(FrameSource):
             try:
                 t, fr = next(seg)
             except StopIteration:
-                break
+                if not state.get("drained"):
+                    break
+                # the decoder was drained after a lone keyframe: go on from the next sample
+                nxt = sampler.next_target
+                if sampler.past_end(nxt):
+                    stopped = True
+                    break
+                prev = last_t if last_t is not None else nxt
+                self._seek(nxt)
+                state = {}
+                seg = self._guard_overshoot(self._ordered(state, nxt), state, nxt, prev)
+                continue
             last_t = t
             if sampler.past_end(t):
                 stopped = True
@@ -375,8 +408,7 @@ class PyAVSource(FrameSource):
                         seg.close()
                         self._seek(nxt)
                         state = {}
-                        seg = self._ordered(state)
-                        seg = self._guard_overshoot(seg, state, nxt, t)
+                        seg = self._guard_overshoot(self._ordered(state, nxt), state, nxt, t)
         seg.close()
         if state.get("late"):
             log.info("%s: %d frames arrived after later ones and were skipped", self.uri, state["late"])

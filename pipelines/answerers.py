@@ -50,15 +50,30 @@ def _span(ev: Evidence) -> str:
     return f"{format_time(ev.start)}–{format_time(ev.end)}"
 
 
+_WHOLE_SIGN = re.compile(r"\b(say|says|said|read|reads|written|message)\b", re.I)
+
+
 def best_text_line(ocr_text: str, question: str) -> str:
-    """The OCR line that shares most words with the question (all text if none does)."""
+    """The on-screen text that answers ``question``.
+
+    "What does the sign say?" gets all of it; otherwise the line sharing most words with the
+    question, continued on the next line when it adds nothing the question did not already
+    say (a sign wrapped after "The door code is").
+    """
     lines = [ln.strip() for ln in re.split(r"[\n|]+", ocr_text) if ln.strip()]
     if not lines:
         return ""
     q = set(words(question))
     scored = [(len(q & set(words(ln))), -i, ln) for i, ln in enumerate(lines)]
     best = max(scored)
-    return best[2] if best[0] > 0 else " / ".join(lines)
+    if best[0] == 0 or (_WHOLE_SIGN.search(question) and len(lines) <= 4):
+        return " / ".join(lines)
+    i = -best[1]
+    out = lines[i]
+    while set(words(out)) <= q and i + 1 < len(lines):
+        i += 1
+        out = f"{out} {lines[i]}"
+    return out
 
 
 def parse_options(text: str) -> list[tuple[str, str]]:

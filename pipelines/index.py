@@ -123,6 +123,9 @@ class Indexer:
         self.pruner = create_pruner(config.compress)
         self.builder = create_clip_builder(config.clips, source_id=source_id)
         self.describer = models.describer
+        d = config.describe
+        self._local_labels = bool(d.labels and d.local_labels and self.describer is not None
+                                  and getattr(self.describer, "labels", None) is not None)
         self._frames: dict[int, Frame] = {}
         self._descriptions: dict[int, Any] = {}
         self._pending: list[ClipMemory] = []
@@ -193,12 +196,32 @@ class Indexer:
         if len(self._pending) >= 32:
             self.add_pending()
 
+    def _with_local_labels(self, clip: ClipMemory) -> ClipMemory:
+        """Add the labels of the clip's kept tokens (small objects) to its description."""
+        from streamvid.compress.clips import describe_clip
+        from streamvid.describe.labels import local_labels
+
+        d = self.config.describe
+        t = time.perf_counter()
+        local = local_labels(self.models.encoder, clip.tokens, min_prob=d.local_min_prob,
+                             top=d.local_top)
+        self.timer.add("describe", t)
+        have = {name for name, _ in clip.labels}
+        extra = tuple((n, p) for n, p in local if n not in have)
+        if not extra:
+            return clip
+        labels = clip.labels + extra
+        return dataclasses.replace(clip, labels=labels,
+                                   description=describe_clip(labels, clip.ocr_text))
+
     def add_pending(self) -> None:
         """Embed the pending clips' descriptions and add them to the store (not committed)."""
         if not self._pending:
             return
         t = time.perf_counter()
         clips, self._pending = self._pending, []
+        if self._local_labels:
+            clips = [self._with_local_labels(c) for c in clips]
         texts = [c.description or " " for c in clips]
         vecs = self.models.text_encoder.encode(texts)
         clips = [dataclasses.replace(c, text_vector=vecs[i].astype("float32"))

@@ -61,3 +61,25 @@ class LabelDescriber(Describer):
     def describe(self, frame: Frame, features: FrameFeatures | None = None) -> Description:
         pooled = features.pooled if features is not None else self.encoder.encode([frame.image]).pooled[0]
         return Description(labels=self.labels(pooled))
+
+
+def local_labels(encoder: VisionEncoder, tokens: np.ndarray, *, min_prob: float = 0.5,
+                 top: int = 6) -> tuple[tuple[str, float], ...]:
+    """Labels of single tokens: what small things in the picture are, one token at a time.
+
+    A pooled label describes the whole picture, so an object covering a few tokens never
+    reaches it; classifying each kept token on its own names it. Each token votes its top-1
+    class when at least ``min_prob``; a label's score is its best token's probability. Labels
+    that cover most of a clip are background and are left to ``BM25``'s inverse document
+    frequency to discount at question time.
+    """
+    if tokens is None or len(tokens) == 0 or top <= 0:
+        return ()
+    res = encoder.labels(np.asarray(tokens, np.float32), 1)
+    best: dict[str, float] = {}
+    for row in res:
+        name, prob = row[0]
+        if prob >= min_prob:
+            label = readable_label(name)
+            best[label] = max(best.get(label, 0.0), round(float(prob), 4))
+    return tuple(sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:top])

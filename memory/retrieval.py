@@ -22,6 +22,8 @@ SLICES = 4             # recency correction: candidates are also drawn from each
 MAX_BUCKETS = 32       # recency correction: time windows per source for the baseline
 BUCKET_SAMPLE = 64     # recency correction: clips sampled per window
 OCR_LEXICAL = 0.75     # lexical weight for questions about written text
+VIEW_FRAME = (360, 640)               # image queries: the plain frame views are pasted into
+VIEW_AREAS = (0.03, 0.06, 0.1, 0.16)  # image queries: fractions of that frame per view
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -224,15 +226,67 @@ class Retriever:
             best = max(best, float(s[0]))
         return best
 
+    def _query_views(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The query image's pooled vector ``[D]`` and its in-context views ``[V, D]``.
+
+        An object looked for in video is usually small in the frame, and a token of a frame
+        sees it together with its surroundings at that scale, which the query image encoded
+        on its own never resembles. So the query is also pasted, at a few sizes, into the
+        middle of a plain grey frame and encoded there; the tokens that changed against the
+        plain frame, weighted by how much, give one view per size (and the most changed token
+        one more). Nothing here depends on the encoder's geometry.
+        """
+        import cv2
+
+        enc = self.vision_encoder
+        h, w = VIEW_FRAME
+        blank = np.full((h, w, 3), 128, np.uint8)
+        canvases = []
+        ih, iw = image.shape[:2]
+        for area in VIEW_AREAS:
+            s = float(np.sqrt(area * h * w / (ih * iw)))
+            nh, nw = max(2, min(h, int(round(ih * s)))), max(2, min(w, int(round(iw * s))))
+            small = cv2.resize(np.ascontiguousarray(image), (nw, nh),
+                               interpolation=cv2.INTER_AREA if nh < ih else cv2.INTER_LINEAR)
+            c = blank.copy()
+            y0, x0 = (h - nh) // 2, (w - nw) // 2
+            c[y0:y0 + nh, x0:x0 + nw] = small
+            canvases.append(c)
+        out = enc.encode([image, blank, *canvases])
+        qp = _unit(out.pooled[0])
+        base = out.tokens[1]
+        views = []
+        for toks in out.tokens[2:]:
+            wts = np.linalg.norm(toks - base, axis=1)
+            if wts.sum() <= 0:
+                continue
+            views.append((toks * (wts / wts.sum())[:, None]).sum(axis=0))
+            views.append(toks[int(wts.argmax())])
+        views.append(out.pooled[0])
+        return qp, _unit(np.stack(views))
+
+    def _image_candidates(self, qp: np.ndarray, views: np.ndarray, source: str | None,
+                          table) -> list[int]:
+        """Every clip (of ``source``) while the store is small enough to score them all,
+        else the nearest clips to the pooled query and to each view."""
+        ids = np.asarray(table["id"])
+        if source is not None:
+            code = list(table["source_names"]).index(source)
+            ids = ids[np.asarray(table["source"]) == code]
+        if len(ids) <= self.config.image_exhaustive:
+            return sorted(int(i) for i in ids)
+        found = self._dense_candidates(qp, "visual", source)
+        for v in views:
+            found |= self._dense_candidates(v, "visual", source)
+        return sorted(found)
+
     def _score_image(self, image: np.ndarray, source: str | None, table, rowpos
                      ) -> tuple[dict[int, float], np.ndarray]:
         if self.vision_encoder is None:
             raise QueryError("an image question needs the vision encoder the store was built "
                              "with; fix: create the Retriever with vision_encoder=")
-        out = self.vision_encoder.encode([image])
-        qp = _unit(out.pooled[0])
-        qt = _unit(out.tokens[0])
-        cand = sorted(self._dense_candidates(qp, "visual", source))
+        qp, views = self._query_views(image)
+        cand = self._image_candidates(qp, views, source, table)
         if not cand:
             return {}, qp
         pooled = self.store.vectors(np.array(cand)) @ qp
@@ -243,11 +297,9 @@ class Retriever:
         for cid, clip, ps in zip(cand, self.store.get(cand), pooled.tolist()):
             if w > 0 and clip.tokens is not None and clip.n_tokens:
                 tk = _unit(np.asarray(clip.tokens, np.float32))
-                maxsim = float((tk @ qp).max())
-                late = float((qt @ tk.T).max(axis=1).mean())
+                tok = float((tk @ views.T).max())       # best view against best kept token
                 raw = float(clip.vector @ qp)
-                tok = 0.5 * (maxsim + late) + (ps - raw)  # same drift correction as pooled
-                scores[cid] = (1 - w) * ps + w * tok
+                scores[cid] = (1 - w) * ps + w * (tok + (ps - raw))  # same drift correction
             elif w >= 1.0:
                 # all the weight on kept tokens: a clip that kept none has no visual evidence
                 # (its pooled vector was computed from tokens the pruner dropped)

@@ -105,7 +105,8 @@ class EncoderConfig(_Section):
     dtype: str = _f("float32", "compute dtype", choices=("float32", "bfloat16"))
     batch_size: int = _f(16, "frames encoded per batch", min=1)
     threads: int = _f(0, "torch intra-op threads (0 = torch default)", min=0)
-    size: int = _f(0, "input side in pixels (0 = the encoder's default: lite 320, hf the model's own)", min=0, max=4096)
+    size: int = _f(0, "input side in pixels, the longer one for lite (0 = the encoder's default: lite 512, hf the model's own)", min=0, max=4096)
+    aspect: str = _f("16:9", "lite: input shape as width:height (frames of another shape are letterboxed into it; 1:1 = square)")
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,8 @@ class RetrievalConfig(_Section):
     anchors: int = _f(2, "cheap anchor clips spread over the timeline", min=0)
     anchor_tokens: int = _f(8, "tokens per anchor clip", min=0)
     lexical_weight: float = _f(0.35, "weight of lexical matching in text retrieval", min=0.0, max=1.0)
-    late_interaction: float = _f(0.5, "weight of token-level (late interaction) scores in image retrieval", min=0.0, max=1.0)
+    late_interaction: float = _f(0.8, "weight of token-level scores (the query and its in-context views against each clip's kept tokens) in image retrieval", min=0.0, max=1.0)
+    image_exhaustive: int = _f(20000, "image questions score every clip's kept tokens while the store (or source) has at most this many clips", min=0)
     recency_correction: bool = _f(True, "correct the drift of similarity towards late clips")
 
 

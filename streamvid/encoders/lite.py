@@ -7,10 +7,12 @@ the vector the ImageNet classifier sees. Pooled vectors and tokens therefore liv
 space: a query image's pooled vector can be compared with the tokens of a frame to find a
 small object in it.
 
-Preprocessing: the image is scaled to fit a ``size x size`` square keeping its aspect
-ratio, centred, and the rest filled with mid-grey (which normalises to ~0); pixels are
-normalised as the TensorFlow Lite models were trained, ``(x - 127) / 128``. The input side
-must be a multiple of 32 (the network's stride), so the grid is ``size/32`` squared.
+Preprocessing: the image is scaled to fit the input rectangle keeping its aspect ratio,
+centred, and the rest filled with mid-grey (which normalises to ~0); pixels are normalised
+as the TensorFlow Lite models were trained, ``(x - 127) / 128``. The rectangle has the
+longer side ``encoder.size`` and the shape ``encoder.aspect`` (16:9 by default, 512x288, a
+9x16 grid), both sides multiples of 32 (the network's stride): video is wide, and a square
+input would spend a third of its tokens on letterbox bars.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from . import register_encoder
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SIZE = 320          # 10x10 grid; see benchmarks/results/cache.md for the choice
+DEFAULT_SIZE = 512          # longer side; with 16:9, 512x288 = a 9x16 grid (README: Benchmarks)
 STRIDE = 32
 PAD_VALUE = 127             # uint8 fill of the letterbox; (127 - 127) / 128 == 0
 MEAN = 127.0
@@ -48,23 +50,48 @@ def imagenet_classes() -> tuple[str, ...]:
     return names
 
 
-def letterbox_geometry(height: int, width: int, size: int) -> tuple[float, int, int, int, int]:
-    """``(scale, new_h, new_w, top, left)`` of an ``height x width`` image in the square."""
-    scale = size / max(height, width)
-    new_h = max(1, min(size, int(round(height * scale))))
-    new_w = max(1, min(size, int(round(width * scale))))
-    return scale, new_h, new_w, (size - new_h) // 2, (size - new_w) // 2
+def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
 
 
-def letterbox(image: np.ndarray, size: int) -> np.ndarray:
-    """``[H, W, 3]`` uint8 -> ``[size, size, 3]`` uint8, aspect kept, centred on grey."""
+def input_shape(size: int, aspect: str) -> tuple[int, int]:
+    """``(height, width)`` with the longer side ``size`` and the shape ``aspect`` ("W:H"),
+    both rounded down to multiples of the stride."""
+    try:
+        aw, ah = (float(v) for v in aspect.split(":"))
+        if aw <= 0 or ah <= 0:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"config encoder.aspect: expected width:height such as 16:9, 4:3 or 1:1, "
+                          f"got {aspect!r}") from None
+    if aw >= ah:
+        w, h = size, size * ah / aw
+    else:
+        w, h = size * aw / ah, size
+    return max(STRIDE, int(h) // STRIDE * STRIDE), max(STRIDE, int(w) // STRIDE * STRIDE)
+
+
+def letterbox_geometry(height: int, width: int, size: int | tuple[int, int]
+                       ) -> tuple[float, int, int, int, int]:
+    """``(scale, new_h, new_w, top, left)`` of an ``height x width`` image in the input
+    rectangle ``size`` (a side for a square, or ``(height, width)``)."""
+    sh, sw = _hw(size)
+    scale = min(sh / height, sw / width)
+    new_h = max(1, min(sh, int(round(height * scale))))
+    new_w = max(1, min(sw, int(round(width * scale))))
+    return scale, new_h, new_w, (sh - new_h) // 2, (sw - new_w) // 2
+
+
+def letterbox(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """``[H, W, 3]`` uint8 -> ``[h, w, 3]`` uint8 of the input rectangle ``size``, aspect
+    kept, centred on grey."""
     import cv2
 
     h, w = image.shape[:2]
     _, nh, nw, top, left = letterbox_geometry(h, w, size)
     interp = cv2.INTER_AREA if nh < h else cv2.INTER_LINEAR
     resized = cv2.resize(np.ascontiguousarray(image), (nw, nh), interpolation=interp)
-    out = np.full((size, size, 3), PAD_VALUE, dtype=np.uint8)
+    out = np.full((*_hw(size), 3), PAD_VALUE, dtype=np.uint8)
     out[top:top + nh, left:left + nw] = resized
     return out
 
@@ -112,11 +139,12 @@ class LiteEncoder(VisionEncoder):
         size = config.size or DEFAULT_SIZE
         if size % STRIDE or size < STRIDE:
             raise ConfigError(f"config encoder.size: the lite encoder needs a multiple of {STRIDE} "
-                              f"(>= {STRIDE}), got {size}; fix: e.g. 224, 256, 288, 320 or 384")
+                              f"(>= {STRIDE}), got {size}; fix: e.g. 320, 448 or 512")
+        shape = input_shape(size, config.aspect)
         if config.threads:
             torch.set_num_threads(config.threads)
         self.config = config
-        self.size = size
+        self.size = shape
         self.batch_size = config.batch_size
         self._dtype = torch.bfloat16 if config.dtype == "bfloat16" else torch.float32
         try:
@@ -131,15 +159,15 @@ class LiteEncoder(VisionEncoder):
         self._torch = torch
         self.weights_path = weights
         self.dim = self.pooled_dim = int(model._fc.in_features)
-        self.grid = (size // STRIDE, size // STRIDE)
-        self.input_size = (size, size)
-        self.model_id = f"{self.arch}/{weights.name}@{size}"
+        self.grid = (shape[0] // STRIDE, shape[1] // STRIDE)
+        self.input_size = shape
+        self.model_id = f"{self.arch}/{weights.name}@{shape[1]}x{shape[0]}"
         self.encode_seconds = 0.0
         log.debug("lite encoder %s ready (grid %s, dtype %s)", self.model_id, self.grid, config.dtype)
 
     # ------------------------------------------------------------------ preprocessing
     def preprocess(self, images: Sequence[np.ndarray]):
-        """Letterboxed, normalised ``[B, 3, size, size]`` tensor."""
+        """Letterboxed, normalised ``[B, 3, height, width]`` tensor."""
         torch = self._torch
         batch = np.stack([letterbox(img, self.size) for img in images])
         x = torch.from_numpy(batch).permute(0, 3, 1, 2).float()

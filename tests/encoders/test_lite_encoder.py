@@ -13,7 +13,7 @@ skdata = pytest.importorskip("skimage.data")
 
 from streamvid.config import EncoderConfig  # noqa: E402
 from streamvid.encoders import create_encoder  # noqa: E402
-from streamvid.encoders.lite import imagenet_classes, letterbox  # noqa: E402
+from streamvid.encoders.lite import letterbox_geometry, imagenet_classes, letterbox  # noqa: E402
 from streamvid.errors import ConfigError, ValidationError  # noqa: E402
 
 CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
@@ -44,11 +44,11 @@ def test_labels_on_real_photos(enc):
 
 def test_outputs_grid_and_pooled_space(enc):
     out = enc.encode([skdata.chelsea()])
-    assert enc.grid == (10, 10) and enc.input_size == (320, 320)
-    assert out.tokens.shape == (1, 100, 1280) and out.pooled.shape == (1, 1280)
+    assert enc.grid == (9, 16) and enc.input_size == (288, 512)   # 16:9, longer side 512
+    assert out.tokens.shape == (1, 144, 1280) and out.pooled.shape == (1, 1280)
     assert out.tokens.dtype == np.float32 and enc.dim == enc.pooled_dim == 1280
     np.testing.assert_allclose(out.pooled[0], out.tokens[0].mean(axis=0), rtol=1e-5, atol=1e-6)
-    assert "efficientnet-lite0-57934424.pth" in enc.model_id and "320" in enc.model_id
+    assert "efficientnet-lite0-57934424.pth" in enc.model_id and enc.model_id.endswith("@512x288")
 
 
 def test_batching_does_not_change_results(enc):
@@ -70,8 +70,10 @@ def test_small_object_lights_up_its_tokens(enc):
     tokens = enc.encode([scene]).tokens[0]
     cos = tokens @ query / (np.linalg.norm(tokens, axis=1) * np.linalg.norm(query) + 1e-12)
     r, c = divmod(int(cos.argmax()), enc.grid[1])
-    lo, hi = 330 / 512 * 10, (330 + side) / 512 * 10
-    assert lo - 1 <= r <= hi and lo - 1 <= c <= hi, (r, c)
+    scale, _, _, top, left = letterbox_geometry(512, 512, enc.input_size)
+    r_lo, r_hi = (top + 330 * scale) / 32, (top + (330 + side) * scale) / 32
+    c_lo, c_hi = (left + 330 * scale) / 32, (left + (330 + side) * scale) / 32
+    assert r_lo - 1 <= r <= r_hi and c_lo - 1 <= c <= c_hi, (r, c)
     assert cos.max() > 2 * np.median(cos)
 
 
@@ -83,9 +85,14 @@ def test_letterbox_keeps_aspect_and_centres():
 
 
 def test_model_id_follows_the_input_size():
-    small = create_encoder(EncoderConfig(name="lite", size=224))
-    assert small.grid == (7, 7) and small.model_id.endswith("@224")
+    small = create_encoder(EncoderConfig(name="lite", size=224, aspect="1:1"))
+    assert small.grid == (7, 7) and small.model_id.endswith("@224x224")
     assert small.encode([skdata.coffee()]).tokens.shape == (1, 49, 1280)
+    tall = create_encoder(EncoderConfig(name="lite", size=320, aspect="9:16"))
+    assert tall.input_size == (320, 160) and tall.grid == (10, 5)
+    assert tall.encode([skdata.coffee()]).tokens.shape == (1, 50, 1280)
+    with pytest.raises(ConfigError, match="encoder.aspect"):
+        create_encoder(EncoderConfig(name="lite", aspect="wide"))
 
 
 def test_errors_name_the_problem(enc):
@@ -98,4 +105,4 @@ def test_errors_name_the_problem(enc):
     with pytest.raises(ValidationError):
         enc.labels(np.zeros((1, 7), np.float32))
     empty = enc.encode([])
-    assert empty.tokens.shape == (0, 100, 1280)
+    assert empty.tokens.shape == (0, 144, 1280)

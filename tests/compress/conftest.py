@@ -31,7 +31,7 @@ def lite():
     from streamvid.config import EncoderConfig
     from streamvid.encoders import create_encoder
 
-    return create_encoder(EncoderConfig(name="lite", batch_size=8))
+    return create_encoder(EncoderConfig(name="lite", batch_size=8, size=320, aspect="1:1"))  # a 10x10 grid
 
 
 @pytest.fixture(scope="session")

@@ -151,6 +151,7 @@ class DescribeConfig(_Section):
     local_min_prob: float = _f(0.5, "local labels below this token-level probability are dropped", min=0.0, max=1.0)
     local_top: int = _f(6, "local labels kept per clip", min=0, max=50)
     ocr: bool = _f(True, "read on-screen text (rapidocr)")
+    ocr_interval: float = _f(2.0, "read on-screen text at most this often (s); a change in between is read as soon as allowed, so text shown longer than this is always read", min=0.0)
     ocr_min_score: float = _f(0.6, "OCR lines below this confidence are dropped", min=0.0, max=1.0)
     change_threshold: float = _f(0.05, "describe a frame only when it changed at least this much since the last described one", min=0.0, max=1.0)
     max_interval: float = _f(10.0, "describe at least one frame every this many seconds", min=0.0)

@@ -111,6 +111,9 @@ class FrameDescriber(Describer):
         self._last_pts: float | None = None
         self._last_full_pts: float | None = None
         self._lines: list[TextLine] | None = None
+        self._last_ocr_pts: float | None = None
+        self._pending: np.ndarray | None = None   # cells changed while OCR was deferred
+        self.ocr_deferred = 0
         self.described = 0
         self.skipped = 0
         self.ocr_full = 0
@@ -135,7 +138,10 @@ class FrameDescriber(Describer):
                     and frame.pts - self._last_pts >= cfg.max_interval - 1e-6)  # type: ignore[operator]
         cells = None if fresh else cell_changes(self._last_thumb, thumb)  # type: ignore[arg-type]
         changed = cells is not None and float(cells.max()) >= cfg.change_threshold
-        if not (fresh or interval or changed):
+        # a change seen while OCR was deferred is read as soon as the OCR interval allows
+        pending_due = (not fresh and self._pending is not None and self._last_ocr_pts is not None
+                       and frame.pts - self._last_ocr_pts >= cfg.ocr_interval - 1e-6)
+        if not (fresh or interval or changed or pending_due):
             self.skipped += 1
             return None
         self._last_thumb = thumb
@@ -167,6 +173,17 @@ class FrameDescriber(Describer):
     def _read(self, frame: Frame, changed: np.ndarray | None) -> list[TextLine]:
         if self.ocr is None:
             return []
+        iv = self.config.ocr_interval
+        if (changed is not None and self._lines is not None and self._last_ocr_pts is not None
+                and frame.pts - self._last_ocr_pts < iv - 1e-6):
+            # OCR read recently: keep its lines, remember what changed, read it next time
+            self._pending = changed.copy() if self._pending is None else (self._pending | changed)
+            self.ocr_deferred += 1
+            return self._lines
+        if changed is not None and self._pending is not None:
+            changed = changed | self._pending
+        self._pending = None
+        self._last_ocr_pts = frame.pts
         h, w = frame.height, frame.width
         region = None
         if changed is not None and self._lines is not None:
@@ -191,7 +208,7 @@ class FrameDescriber(Describer):
     def stats(self) -> dict[str, float]:
         """Frames described and skipped, and seconds spent per describer."""
         return {"described": self.described, "skipped": self.skipped, "ocr_full": self.ocr_full,
-                "ocr_partial": self.ocr_partial, "labels_s": self.seconds["labels"],
+                "ocr_partial": self.ocr_partial, "ocr_deferred": self.ocr_deferred, "labels_s": self.seconds["labels"],
                 "ocr_s": self.seconds["ocr"]}
 
 

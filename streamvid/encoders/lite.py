@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SIZE = 512          # longer side; with 16:9, 512x288 = a 9x16 grid (README: Benchmarks)
 STRIDE = 32
+# Images per network call. On a CPU, one 512x288 image at a time keeps the activations in
+# cache: 33 ms per image, against 53 ms in fours and 90 ms in sixteens (channels-last,
+# 2 cores). Callers still hand over whole batches (``encoder.batch_size``).
+NET_BATCH = 1
 PAD_VALUE = 127             # uint8 fill of the letterbox; (127 - 127) / 128 == 0
 MEAN = 127.0
 STD = 128.0
@@ -155,7 +159,8 @@ class LiteEncoder(VisionEncoder):
             model.load_state_dict(state)
         except (RuntimeError, OSError, ValueError) as err:
             raise ModelError(f"cannot load lite encoder weights {weights}: {err}".splitlines()[0]) from err
-        self._model = model.eval().to(self._dtype)
+        # channels-last runs this depthwise-heavy network about twice as fast on CPU
+        self._model = model.eval().to(self._dtype).to(memory_format=torch.channels_last)
         self._torch = torch
         self.weights_path = weights
         self.dim = self.pooled_dim = int(model._fc.in_features)
@@ -187,8 +192,9 @@ class LiteEncoder(VisionEncoder):
         toks, pools = [], []
         t0 = time.perf_counter()
         with torch.inference_mode():
-            for i in range(0, len(imgs), self.batch_size):
-                fmap = self._feature_map(self.preprocess(imgs[i:i + self.batch_size]))
+            for i in range(0, len(imgs), NET_BATCH):
+                x = self.preprocess(imgs[i:i + NET_BATCH]).contiguous(memory_format=torch.channels_last)
+                fmap = self._feature_map(x)
                 b, d = fmap.shape[:2]
                 tokens = fmap.float().reshape(b, d, -1).transpose(1, 2)  # [B, N, D] row-major
                 toks.append(tokens.contiguous().numpy())

@@ -113,7 +113,8 @@ def test_ocr_rereads_only_the_changed_part(lite):
     with_ab = _paste_sign(with_a, "WIFI PASSWORD: tulip-42", 600, 820)
     only_b = _paste_sign(scene, "WIFI PASSWORD: tulip-42", 600, 820)
     feats = _features(lite, scene)
-    d = create_describer(DescribeConfig(labels=False, change_threshold=0.05, max_interval=60.0), lite)
+    d = create_describer(DescribeConfig(labels=False, change_threshold=0.05, max_interval=60.0,
+                                        ocr_interval=0.0), lite)
     texts = [d.maybe_describe(Frame(pts=float(t), index=t, image=im), feats)
              for t, im in enumerate([with_a, with_a, with_ab, only_b])]
     assert texts[1] is None
@@ -123,3 +124,22 @@ def test_ocr_rereads_only_the_changed_part(lite):
     assert d.stats["ocr_full"] == 1 and d.stats["ocr_partial"] == 2
     # describe() always reads the whole frame
     assert d.describe(Frame(pts=9.0, index=9, image=with_ab)).text == "Platform 9 north | WIFI PASSWORD: tulip-42"
+
+
+def test_ocr_interval_defers_and_then_reads_a_new_sign(lite):
+    """OCR reads at most every ocr_interval seconds; a sign that appears in between is read
+    as soon as the interval allows, even when nothing changes any more."""
+    import cv2
+
+    scene = cv2.resize(skdata.coffee(), (1280, 720), interpolation=cv2.INTER_LINEAR)
+    signed = _paste_sign(scene, "WIFI PASSWORD: tulip-42", 600, 820)
+    feats = _features(lite, scene)
+    d = create_describer(DescribeConfig(labels=False, change_threshold=0.05, max_interval=60.0,
+                                        ocr_interval=2.0), lite)
+    out = [d.maybe_describe(Frame(pts=float(t), index=t, image=im), feats)
+           for t, im in enumerate([scene, signed, signed, signed])]
+    assert out[0].text == ""
+    assert out[1].text == ""                      # deferred: read 1 s ago
+    assert out[2].text == "WIFI PASSWORD: tulip-42"  # read once the interval passed
+    assert out[3] is None                         # nothing new since
+    assert d.stats["ocr_deferred"] == 1

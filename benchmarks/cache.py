@@ -15,7 +15,7 @@
 
 Load averages are recorded: the machine is shared, so compare ratios within one run.
 
-Usage: python benchmarks/cache.py [--media /work/shared/media/videos] [--out benchmarks/results/cache.md]
+Usage: python benchmarks/cache.py [--media ../shared/media/videos] [--out benchmarks/results/cache.md]
 """
 
 from __future__ import annotations
@@ -290,7 +290,7 @@ def token_level(videos: dict[str, Path], lines: list[str], limit: float = 24.0) 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--media", default="/work/shared/media/videos")
+    ap.add_argument("--media", default=str(Path(__file__).resolve().parents[2] / "shared" / "media" / "videos"))
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "cache.md"))
     ap.add_argument("--skip-token", action="store_true")
     ap.add_argument("--skip-frame", action="store_true")

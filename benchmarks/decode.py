@@ -34,7 +34,7 @@ from streamvid.config import SourceConfig  # noqa: E402
 from streamvid.sources import create_source  # noqa: E402
 
 WORK = ROOT / "benchmarks" / "_work"
-DEFAULT_CLIP = "/work/shared/media/videos/bigbuckbunny.mp4"
+DEFAULT_CLIP = str(Path(__file__).resolve().parents[2] / "shared" / "media" / "videos" / "bigbuckbunny.mp4")
 HOUR = 3600.0
 
 

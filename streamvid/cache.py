@@ -4,7 +4,8 @@ Two modes (``CacheConfig.mode``):
 
 ``frame`` (any encoder)
     A cheap change test on a small colour thumbnail (``thumb_size`` squared) compares each
-    frame with the last *encoded* frame; below ``threshold`` the frame reuses that frame's
+    frame with the last *encoded* frame; below ``threshold``, and with no cell of a 4x4 grid
+    changed by ``cell_threshold`` (a new small object), the frame reuses that frame's
     tokens and pooled vector (``reused=True``, ``tokens_recomputed=0``). Comparing with the
     last encoded frame, not the previous frame, keeps slow drift from accumulating; a chain
     of reused frames is refreshed after ``max_age`` frames; a scene cut (change against the
@@ -38,7 +39,7 @@ from .types import FeatureCache, Frame, FrameFeatures, VisionEncoder
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FrameCache", "NoCache", "create_cache", "thumbnail", "change_score"]
+__all__ = ["FrameCache", "NoCache", "create_cache", "thumbnail", "change_score", "local_change"]
 
 
 def thumbnail(image: np.ndarray, size: int) -> np.ndarray:
@@ -52,6 +53,22 @@ def thumbnail(image: np.ndarray, size: int) -> np.ndarray:
 def change_score(a: np.ndarray, b: np.ndarray) -> float:
     """Mean absolute difference of two thumbnails, in ``[0, 1]``; 0 = identical."""
     return float(np.mean(np.abs(a - b)))
+
+
+CELLS = 4  # the local change test looks at a CELLS x CELLS grid of the thumbnail
+
+
+def local_change(a: np.ndarray, b: np.ndarray, cells: int = CELLS) -> float:
+    """The largest mean absolute difference of any cell of a ``cells x cells`` grid.
+
+    Something new in one part of the picture (an object put down, a sign raised) barely
+    moves the global mean, but fills its cell: a frame with such a change must be encoded.
+    """
+    d = np.abs(a - b).mean(axis=2) if a.ndim == 3 else np.abs(a - b)
+    h, w = d.shape
+    ch, cw = max(1, h // cells), max(1, w // cells)
+    d = d[:ch * cells, :cw * cells].reshape(cells, ch, cells, cw).mean(axis=(1, 3))
+    return float(d.max())
 
 
 @dataclass
@@ -126,7 +143,9 @@ class FrameCache(_StatsMixin, FeatureCache):
         self._prev_thumb = thumb
         reuse = False
         if cfg.enabled and not cut and self._ref_entry is not None and self._age < cfg.max_age:
-            reuse = change_score(thumb, self._ref_thumb) < cfg.threshold  # type: ignore[arg-type]
+            ref = self._ref_thumb
+            reuse = (change_score(thumb, ref) < cfg.threshold  # type: ignore[arg-type]
+                     and local_change(thumb, ref) < cfg.cell_threshold)  # type: ignore[arg-type]
         if reuse:
             self._age += 1
             return _Entry(frame, change, cut, encode=False, source=self._ref_entry)

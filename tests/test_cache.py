@@ -166,3 +166,31 @@ def test_reused_features_stay_faithful_with_the_lite_encoder():
         assert a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.97
         if not f.reused:
             np.testing.assert_allclose(f.tokens, fresh.tokens[f.index], atol=1e-4)
+
+
+def test_a_small_new_object_is_never_reused_away():
+    """A needle covering 2.5 % of the frame barely moves the global change score, but fills
+    its cell of the local test: the frame is encoded, not reused."""
+    import cv2
+    from skimage import data as skdata
+
+    from streamvid.cache import local_change
+
+    base = cv2.resize(skdata.coffee(), (640, 360), interpolation=cv2.INTER_AREA)
+    needle = cv2.resize(skdata.astronaut()[:200, 150:350], (96, 60), interpolation=cv2.INTER_AREA)
+    with_needle = base.copy()
+    with_needle[20:80, 30:126] = needle
+    cfg = CacheConfig(threshold=0.015, cell_threshold=0.06, max_age=100)
+    a, b = thumbnail(base, cfg.thumb_size), thumbnail(with_needle, cfg.thumb_size)
+    assert change_score(a, b) < cfg.threshold      # the global test alone would reuse it
+    assert local_change(a, b) >= cfg.cell_threshold
+    enc = CountingEncoder()
+    cache = FrameCache(enc, cfg, batch_size=1)
+    out = [f for fr in frames_of([base, base, with_needle]) for f in cache.push(fr)]
+    out += cache.flush()
+    assert [f.reused for f in out] == [False, True, False]
+    # the same frames under the global test only (cell_threshold 1.0) reuse the needle away
+    cache = FrameCache(CountingEncoder(), CacheConfig(threshold=0.015, cell_threshold=1.0,
+                                                      max_age=100), batch_size=1)
+    out = [f for fr in frames_of([base, base, with_needle]) for f in cache.push(fr)]
+    assert [f.reused for f in out + cache.flush()] == [False, True, True]

@@ -184,6 +184,12 @@ class Indexer:
 
     def _after_pruner(self, compressed) -> None:
         for cf in compressed:
+            if cf.features.reused and cf.tokens.shape[0]:
+                # a reused frame's tokens are copies of an earlier frame's, already kept
+                # there: storing them again would put stale content (a needle that has
+                # left) into later clips
+                cf = dataclasses.replace(cf, tokens=cf.tokens[:0], positions=cf.positions[:0],
+                                         weights=cf.weights[:0])
             self.summary_counts["tokens_kept"] += cf.tokens.shape[0]
             desc = self._descriptions.pop(cf.features.index, None)
             t = time.perf_counter()

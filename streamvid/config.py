@@ -115,7 +115,7 @@ class CacheConfig(_Section):
     enabled: bool = _f(True, "reuse features of frames that barely changed")
     mode: str = _f("frame", "frame: reuse whole frames (any encoder); token: recompute changed tokens inside ViT layers (hf)", choices=("frame", "token"))
     threshold: float = _f(0.015, "frame mode: reuse when the change score is below this (0.015 keeps the mean cosine of reused features >= 0.98 on static-camera footage at 1 fps; see benchmarks/results/cache.md)", min=0.0, max=1.0)
-    cell_threshold: float = _f(0.06, "frame mode: reuse only while no cell of a 4x4 grid of the thumbnail changed this much (new small objects are never reused away)", min=0.0, max=1.0)
+    cell_threshold: float = _f(0.03, "frame mode: reuse only while no cell of a 4x4 grid of the thumbnail changed this much (new small objects are never reused away)", min=0.0, max=1.0)
     cut_threshold: float = _f(0.25, "change score at or above which a frame is a scene cut (always recomputed)", min=0.0, max=1.0)
     max_age: int = _f(8, "reuse a frame's features for at most this many following frames", min=0)
     thumb_size: int = _f(32, "side of the small frame used for the change test", min=4, max=256)

@@ -157,7 +157,8 @@ def test_reused_features_stay_faithful_with_the_lite_encoder():
         im = jitter(cat, i, amp=3)
         im[10:40, 10 + 5 * i:40 + 5 * i] = 255
         imgs.append(im)
-    cache = create_cache(lite, CacheConfig(threshold=0.03, max_age=8), batch_size=4)
+    cache = create_cache(lite, CacheConfig(threshold=0.03, cell_threshold=1.0, max_age=8),  # global test only
+                         batch_size=4)
     out = run(cache, frames_of(imgs))
     assert sum(f.reused for f in out) >= 5
     fresh = lite.encode(imgs)

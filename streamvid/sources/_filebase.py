@@ -10,10 +10,28 @@ import logging
 from pathlib import Path
 from typing import Any, Iterator
 
+from fractions import Fraction
+
 from ..types import SourceStats
 from ._common import file_size_problem, open_error
 
 log = logging.getLogger(__name__)
+
+
+class KnownLength:
+    """``fps`` and ``duration`` of a file source, read once when it opens (``_fps``,
+    ``_duration``). List it before ``FrameSource`` among the bases."""
+
+    _fps: Fraction | None = None
+    _duration: float | None = None
+
+    @property
+    def fps(self) -> Fraction | None:
+        return self._fps
+
+    @property
+    def duration(self) -> float | None:
+        return self._duration
 
 
 def probe_or_raise(path: str, tried: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from ..errors import SourceError
 from ..types import Frame, FrameSource, SourceStats
 from . import register_source
 from ._common import Sampler, default_source_id, first_line, rotate_upright, scaled_size
-from ._filebase import probe_or_raise
+from ._filebase import KnownLength, probe_or_raise
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def _resize(img: np.ndarray, max_side: int) -> np.ndarray:
 
 
 @register_source("decord")
-class DecordSource(FrameSource):
+class DecordSource(KnownLength, FrameSource):
     """A video file read with decord (CPU)."""
 
     def __init__(self, uri: str, config: SourceConfig | None = None, source_id: str | None = None) -> None:
@@ -94,13 +94,6 @@ class DecordSource(FrameSource):
         flipped = np.abs(np.rot90(mine, 2) - ref).mean()
         return 0 if same <= flipped else rot
 
-    @property
-    def fps(self) -> Fraction | None:
-        return self._fps
-
-    @property
-    def duration(self) -> float | None:
-        return self._duration
 
     def _indices(self) -> list[int]:
         cfg = self.config

@@ -17,7 +17,7 @@ from ..errors import SourceError
 from ..types import Frame, FrameSource, SourceStats
 from . import register_source
 from ._common import Sampler, default_source_id, scaled_size
-from ._filebase import in_pts_order, note_end, probe_or_raise
+from ._filebase import KnownLength, in_pts_order, note_end, probe_or_raise
 from .live import LiveSource
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def _bgr_to_rgb(img: np.ndarray) -> np.ndarray:
 
 
 @register_source("opencv")
-class OpenCVSource(FrameSource):
+class OpenCVSource(KnownLength, FrameSource):
     """A video file read with OpenCV (``cv2.VideoCapture`` with the FFmpeg backend).
 
     Times are OpenCV's presentation times (``CAP_PROP_POS_MSEC``); OpenCV applies the
@@ -60,13 +60,6 @@ class OpenCVSource(FrameSource):
         self._closed = False
         self._used = False
 
-    @property
-    def fps(self) -> Fraction | None:
-        return self._fps
-
-    @property
-    def duration(self) -> float | None:
-        return self._duration
 
     def _grabbed(self, sampler: Sampler) -> Iterator[tuple[float, np.ndarray | None]]:
         """(time, BGR image or None) for every frame; images only where a sample may fall."""

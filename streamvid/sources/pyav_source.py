@@ -31,6 +31,7 @@ from ._common import (
     rotate_upright,
     scaled_size,
 )
+from ._filebase import KnownLength
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def describe_av_open_error(path: str, err: BaseException) -> tuple[str, str]:
 
 
 @register_source("pyav")
-class PyAVSource(FrameSource):
+class PyAVSource(KnownLength, FrameSource):
     """A video file read with PyAV (FFmpeg).
 
     ``uri`` is a path or a URL FFmpeg can read to its end (``http(s)://`` files). Sampling
@@ -133,13 +134,6 @@ class PyAVSource(FrameSource):
         self.mode = self._choose_mode()
 
     # ------------------------------------------------------------------ properties
-    @property
-    def fps(self) -> Fraction | None:
-        return self._fps
-
-    @property
-    def duration(self) -> float | None:
-        return self._duration
 
     @property
     def is_seekable(self) -> bool:

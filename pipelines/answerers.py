@@ -14,8 +14,6 @@ from streamvid.registry import Registry
 from streamvid.types import Answer, Answerer, Context, ContextItem, Evidence, Question, format_time
 
 ANSWERERS: Registry[Answerer] = Registry("answerer")
-ANSWERERS.register_lazy("openai", "pipelines.answer_openai", package="requests")
-ANSWERERS.register_lazy("hf", "pipelines.answer_hf", package="transformers", extra="hf")
 
 _TEXT_Q = re.compile(r"\b(say|says|said|written|write|writes|text|sign|signs|read|reads|password|"
                      r"code|number|caption|title|spell|spelled|message|banner|screen)\b", re.I)

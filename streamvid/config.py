@@ -203,7 +203,7 @@ class RetrievalConfig(_Section):
 @dataclass(frozen=True)
 class AnswerConfig(_Section):
     _section = "answer"
-    name: str = _f("extractive", "answerer: extractive (offline), hf (VideoLLM), openai (compatible server)")
+    name: str = _f("extractive", "answerer: extractive (offline; the only one shipped so far)")
     model: str = _f("", "hf/openai: model name or path")
     url: str = _f("", "openai: base URL of the server")
     max_new_tokens: int = _f(128, "generated tokens at most", min=1)

@@ -58,3 +58,13 @@ def test_readme_reference_matches_code():
     end = readme.index("<!-- config-reference:end -->")
     assert readme[start:end].strip() == reference_markdown().strip(), \
         "README's configuration reference is stale: run `python -m streamvid.config --readme`"
+
+
+def test_every_shipped_config_loads():
+    from pipelines.niah.grid import NiahConfig
+
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        if path.name.startswith("niah-"):
+            NiahConfig.load(path)
+        else:
+            Config.load(path)

@@ -58,3 +58,14 @@ def test_no_hits():
     q = Question(text="anything?")
     ans = ExtractiveAnswerer().answer(q, Context(items=(), budget=10, question=q))
     assert ans.evidence == () and "Nothing" in ans.answer
+
+
+def test_unknown_answerer_lists_the_available_ones():
+    import pytest
+
+    from pipelines.answerers import create_answerer
+    from streamvid.config import AnswerConfig
+    from streamvid.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="available: extractive"):
+        create_answerer(AnswerConfig(name="hf"))

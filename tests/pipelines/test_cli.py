@@ -219,3 +219,17 @@ def test_debug_shows_traceback(tmp_path, capsys, monkeypatch):
 
 def test_needle_image_exists():
     assert DEMO_NEEDLE.is_file() and DEMO_VIDEO.is_file()
+
+
+def test_live_answers_questions_from_stdin(tmp_path):
+    """`streamvid live` ingests in the background and answers each line typed on stdin."""
+    store = tmp_path / "live"
+    res = subprocess.run([sys.executable, "-m", "pipelines.cli", "live", str(DEMO_VIDEO),
+                          "--store", str(store), "--json"],
+                         input="what is shown?\n", capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0, res.stderr
+    answers = [json.loads(ln) for ln in res.stdout.splitlines() if ln.strip()]
+    assert len(answers) == 1 and answers[0]["evidence"]
+    assert "indexed world.mp4" in res.stderr
+    assert (store / "manifest.json").is_file()

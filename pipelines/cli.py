@@ -85,7 +85,8 @@ def cli(ctx: click.Context, verbose: int, no_progress: bool) -> None:
     """Ask questions of long videos, files or live streams, on a CPU, offline."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    ctx.obj = {"progress": not no_progress and sys.stderr.isatty() or os.environ.get("STREAMVID_PROGRESS") == "1"}
+    ctx.obj = {"progress": not no_progress and (sys.stderr.isatty()
+                                                or os.environ.get("STREAMVID_PROGRESS") == "1")}
 
 
 # ---------------------------------------------------------------------------- index

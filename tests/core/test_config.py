@@ -65,6 +65,11 @@ def test_every_shipped_config_loads():
 
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         if path.name.startswith("niah-"):
-            NiahConfig.load(path)
+            # the NIAH configs point at the development media beside the checkout; without
+            # it (a user's machine) the only complaint allowed is that the footage is missing
+            try:
+                NiahConfig.load(path)
+            except ConfigError as err:
+                assert "haystack.videos" in str(err) and "does not exist" in str(err), err
         else:
             Config.load(path)

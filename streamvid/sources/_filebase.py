@@ -8,7 +8,7 @@ import heapq
 import itertools
 import logging
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from fractions import Fraction
 
@@ -49,24 +49,31 @@ def probe_or_raise(path: str, tried: str) -> dict[str, Any]:
         raise SourceError(msg) from None
 
 
-def in_pts_order(items: Iterator[tuple[float, Any]], depth: int = 4) -> Iterator[tuple[float, Any]]:
+def in_pts_order(items: Iterator[tuple[float, Any]], depth: int = 4, *,
+                 start: float = float("-inf"),
+                 on_late: Callable[[], None] | None = None) -> Iterator[tuple[float, Any]]:
     """Re-order ``(time, item)`` that a decoder hands out slightly out of order; items that
-    arrive after a later one was already passed on are dropped."""
+    arrive after a later one was already passed on (or at or before ``start``) are dropped,
+    and ``on_late`` is called for each."""
     heap: list[tuple[float, int, Any]] = []
     seq = itertools.count()
-    last = float("-inf")
-    for t, item in items:
-        heapq.heappush(heap, (t, next(seq), item))
-        if len(heap) > depth:
-            t0, _, it = heapq.heappop(heap)
-            if t0 > last + 1e-9:
-                last = t0
-                yield t0, it
-    while heap:
+    last = start
+
+    def release() -> Iterator[tuple[float, Any]]:
+        nonlocal last
         t0, _, it = heapq.heappop(heap)
         if t0 > last + 1e-9:
             last = t0
             yield t0, it
+        elif on_late is not None:
+            on_late()
+
+    for t, item in items:
+        heapq.heappush(heap, (t, next(seq), item))
+        if len(heap) > depth:
+            yield from release()
+    while heap:
+        yield from release()
 
 
 def note_end(stats: SourceStats, uri: str, last_t: float | None, expected: float | None,

@@ -9,8 +9,6 @@ keyframe index (``decode_mode="auto"``), or decodes keyframes only on request.
 from __future__ import annotations
 
 import bisect
-import heapq
-import itertools
 import logging
 import time
 from fractions import Fraction
@@ -31,7 +29,7 @@ from ._common import (
     rotate_upright,
     scaled_size,
 )
-from ._filebase import KnownLength
+from ._filebase import KnownLength, in_pts_order
 
 log = logging.getLogger(__name__)
 
@@ -282,29 +280,22 @@ class PyAVSource(KnownLength, FrameSource):
 
     def _ordered(self, state: dict[str, Any], drain_at: float | None = None) -> Iterator[tuple[float, Any]]:
         """(time, frame) in presentation order."""
-        depth = self._reorder_depth
-        heap: list[tuple[float, int, Any]] = []
-        seq = itertools.count()
-        last = -1.0
         step = float(1 / self._fps) if self._fps else 0.04
-        for fr in self._raw_frames(state, drain_at):
-            if fr.pts is not None:
-                t = float(fr.pts * self._tb) - self._origin
-            else:  # a frame without a timestamp: right after the newest one seen
-                t = max([last] + [h[0] for h in heap]) + step
-            heapq.heappush(heap, (t, next(seq), fr))
-            if len(heap) > depth:
-                t, _, f = heapq.heappop(heap)
-                if t > last + 1e-9:
-                    last = t
-                    yield t, f
-                else:
-                    state["late"] = state.get("late", 0) + 1
-        while heap:
-            t, _, f = heapq.heappop(heap)
-            if t > last + 1e-9:
-                last = t
-                yield t, f
+
+        def timed() -> Iterator[tuple[float, Any]]:
+            newest = -1.0
+            for fr in self._raw_frames(state, drain_at):
+                if fr.pts is not None:
+                    t = float(fr.pts * self._tb) - self._origin
+                else:  # a frame without a timestamp: right after the newest one seen
+                    t = newest + step
+                newest = max(newest, t)
+                yield t, fr
+
+        def late() -> None:
+            state["late"] = state.get("late", 0) + 1
+
+        yield from in_pts_order(timed(), self._reorder_depth, start=-1.0, on_late=late)
 
     def _to_frame(self, t: float, fr: Any) -> Frame:
         w, h = scaled_size(fr.width, fr.height, self.config.max_side)

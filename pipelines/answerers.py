@@ -106,7 +106,7 @@ class ExtractiveAnswerer(Answerer):
         evidence = tuple(evidence_of(it) for it in hits)
         if not hits:
             return Answer("Nothing in memory matches the question.", evidence)
-        best, ev = hits[0], evidence[0]
+        ev = evidence[0]
         options = parse_options(question.text)
         if options:
             return Answer(self._choose(options, evidence, question), evidence)

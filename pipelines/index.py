@@ -237,11 +237,6 @@ class Indexer:
         self.timer.add("memory", t)
 
 
-def default_source_id(uri: str) -> str:
-    p = Path(uri)
-    return p.name if p.exists() else uri
-
-
 def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Models | None = None,
                 progress: bool = True, source_id: str | None = None,
                 stop: threading.Event | None = None,
@@ -266,7 +261,7 @@ def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Mode
     _ = models.encoder, models.text_encoder, models.describer
     load_seconds = time.perf_counter() - t
     t_start = time.perf_counter()
-    sid = source_id or source.source_id or default_source_id(str(uri))
+    sid = source_id or source.source_id or str(uri)  # sources name themselves (file name, URI)
     if source.is_live and not source_id:
         sid = f"{sid}@{time.strftime('%Y-%m-%dT%H:%M:%S')}"
     existed = (store_dir / "manifest.json").exists()

@@ -6,6 +6,7 @@ Errors that streamvid raises on purpose (:class:`StreamvidError`) print one line
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -190,8 +191,8 @@ def live(ctx: click.Context, uri: str, store: str, config_path: str | None, sets
     from .index import index_video
 
     cfg = load_config(config_path, sets, **{"source.duration": duration})
-    cfg = cfg.replace(memory=type(cfg.memory)(**{**cfg.memory.__dict__,
-                                                 "commit_every": min(cfg.memory.commit_every, 5.0)}))
+    cfg = cfg.replace(memory=dataclasses.replace(cfg.memory,
+                                                 commit_every=min(cfg.memory.commit_every, 5.0)))
     _check_video_arg(uri)
     stop = threading.Event()
     result: dict[str, Any] = {}

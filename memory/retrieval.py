@@ -24,12 +24,118 @@ BUCKET_SAMPLE = 64     # recency correction: clips sampled per window
 OCR_LEXICAL = 0.75     # lexical weight for questions about written text
 VIEW_FRAME = (360, 640)               # image queries: the plain frame views are pasted into
 VIEW_AREAS = (0.03, 0.06, 0.1, 0.16)  # image queries: fractions of that frame per view
+VIEW_SHADES = (128, 16, 240)          # image queries: grey levels of the plain frames (first: the query alone)
+VIEW_CHANGE = 0.3                     # image queries: a view keeps tokens changed this much (of the most)
+VIEW_REACH = 1                        # image queries: cells a view token may move to find its match
+VIEW_CHUNK = 1 << 23                  # image queries: similarity cells scored at a time
+IMAGE_BATCH = 256                     # image queries: clips read from the store at a time
+
+
+def _split_alpha(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``[H, W, 3]`` RGB and ``[H, W]`` float opacity in 0..1 of an RGB or RGBA image."""
+    image = np.ascontiguousarray(image)
+    if image.shape[2] == 4:
+        return np.ascontiguousarray(image[..., :3]), image[..., 3].astype(np.float32) / 255.0
+    return image, np.ones(image.shape[:2], np.float32)
+
+
+def _composite(rgb: np.ndarray, alpha: np.ndarray, shade: int) -> np.ndarray:
+    a = alpha[..., None]
+    return np.clip(rgb.astype(np.float32) * a + shade * (1 - a) + 0.5, 0, 255).astype(np.uint8)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
     v = np.asarray(v, np.float32)
     n = np.linalg.norm(v, axis=-1, keepdims=True)
     return v / np.maximum(n, 1e-8)
+
+
+@dataclass
+class _View:
+    """An image query seen in context: its changed tokens ``[m, D]`` (unit), their weights
+    (summing to 1), their grid offsets ``[m]`` from the weighted centre, and their weighted
+    mean (unit), used to find candidates."""
+
+    tokens: np.ndarray
+    weights: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    mean: np.ndarray
+
+
+def _shift_max(g: np.ndarray, reach: int) -> np.ndarray:
+    """Each cell of ``g [F, H, W, M]`` replaced by the largest value within ``reach`` cells."""
+    if reach <= 0:
+        return g
+    _, h, w, _ = g.shape
+    p = np.pad(g, ((0, 0), (reach, reach), (reach, reach), (0, 0)), constant_values=-1.0)
+    out = g.copy()
+    for dy in range(-reach, reach + 1):
+        for dx in range(-reach, reach + 1):
+            np.maximum(out, p[:, reach + dy:reach + dy + h, reach + dx:reach + dx + w], out=out)
+    return out
+
+
+def _view_scores(clips: list[ClipMemory], views: list[_View], grid: tuple[int, int],
+                 per_view: bool = False) -> np.ndarray:
+    """How well each clip's kept tokens show one of the views, laid out as in the view.
+
+    For every frame of a clip (its tokens sharing a time), each view token is compared with
+    the frame's tokens around where it would fall if the view's centre sat at a given cell
+    (within ``VIEW_REACH`` cells: a needle is never aligned with the token grid as in the
+    view, nor exactly at its size); the weighted matches are summed, and a frame scores its
+    best cell under its best view, a clip its best frame. Tokens the pruner dropped match
+    nothing. NaN for a clip that kept no tokens (or whose positions are not on ``grid``).
+    """
+    gh, gw = grid
+    out = np.full((len(clips), len(views)) if per_view else len(clips), np.nan)
+    toks, pos, frame, frame_clip = [], [], [], []
+    for i, c in enumerate(clips):
+        if c.tokens is None or not c.n_tokens or c.token_positions is None:
+            continue
+        p = np.asarray(c.token_positions, np.int64)
+        if p.min() < 0 or p.max() >= gh * gw:
+            continue
+        times = np.asarray(c.token_times) if c.token_times is not None else np.zeros(len(p))
+        _, f = np.unique(times, return_inverse=True)
+        f = f.ravel()
+        order = np.argsort(f, kind="stable")   # each frame's tokens together
+        toks.append(np.asarray(c.tokens, np.float32)[order])
+        pos.append(p[order])
+        frame.append(f[order] + len(frame_clip))
+        frame_clip.extend([i] * (int(f.max()) + 1))
+    if not toks:
+        return out
+    t_all, p_all, f_all = _unit(np.concatenate(toks)), np.concatenate(pos), np.concatenate(frame)
+    q = np.concatenate([v.tokens for v in views])                      # [M, D]
+    wq = np.concatenate([v.weights for v in views]).astype(np.float32)
+    dr = np.concatenate([v.rows for v in views])
+    dc = np.concatenate([v.cols for v in views])
+    owner = np.repeat(np.arange(len(views)), [len(v.tokens) for v in views])
+    n_frames = len(frame_clip)
+    frame_best = np.empty((n_frames, len(views)), np.float32)
+    step = max(1, VIEW_CHUNK // (gh * gw * len(q)))
+    bounds = np.searchsorted(f_all, np.arange(0, n_frames + step, step))
+    for k, f0 in enumerate(range(0, n_frames, step)):
+        lo, hi = bounds[k], bounds[k + 1]
+        nf = min(step, n_frames - f0)
+        g = np.zeros((nf, gh, gw, len(q)), np.float32)
+        g[f_all[lo:hi] - f0, p_all[lo:hi] // gw, p_all[lo:hi] % gw] = t_all[lo:hi] @ q.T
+        g = _shift_max(g, VIEW_REACH)
+        acc = np.zeros((nf, len(views), gh, gw), np.float32)
+        for j in range(len(q)):   # view token j lands at (centre + offset j)
+            r0, r1 = max(0, -dr[j]), min(gh, gh - dr[j])
+            c0, c1 = max(0, -dc[j]), min(gw, gw - dc[j])
+            if r0 < r1 and c0 < c1:
+                acc[:, owner[j], r0:r1, c0:c1] += wq[j] * g[:, r0 + dr[j]:r1 + dr[j], c0 + dc[j]:c1 + dc[j], j]
+        frame_best[f0:f0 + nf] = acc.reshape(nf, len(views), -1).max(axis=2)
+    if not per_view:
+        frame_best = frame_best.max(axis=1)
+    res = np.full(out.shape, -np.inf)
+    np.maximum.at(res, np.asarray(frame_clip), frame_best)
+    has = np.isfinite(res)
+    out[has] = res[has]
+    return out
 
 
 @dataclass
@@ -47,13 +153,14 @@ class Retriever:
 
     Text questions are matched against clip text vectors (``text_encoder``), fused with
     BM25 over descriptions, labels and OCR text; questions about written text lean on the
-    OCR words. Image questions are matched against clip vectors and, token by token,
-    against the kept visual tokens (``vision_encoder``); with ``late_interaction`` 1.0 only
-    the kept tokens count (a clip that kept none scores -1), so that what the pruner drops
-    changes what is found (the clip vector is pooled from all tokens before pruning, and
-    still picks the ``candidates``). With ``recency_correction`` each
-    dense score is measured against the query's similarity to the clip's time window, so
-    a stream whose features drift over time does not bury early moments.
+    OCR words. Image questions are pasted into plain frames at a few sizes and shades
+    (in-context views) and each view is matched, in its layout, against every frame of
+    kept visual tokens (``vision_encoder``); with ``late_interaction`` 1.0 (the default)
+    only the kept tokens count (a clip that kept none scores -1), so that what the pruner
+    drops changes what is found; below 1.0 the pooled clip vector (pooled from all tokens
+    before pruning) is mixed in. With ``recency_correction`` each dense vector score is
+    measured against the query's similarity to the clip's time window, so a stream whose
+    features drift over time does not bury early moments.
     """
 
     def __init__(self, store: MemoryStore, config: RetrievalConfig | None = None, *,
@@ -226,49 +333,58 @@ class Retriever:
             best = max(best, float(s[0]))
         return best
 
-    def _query_views(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The query image's pooled vector ``[D]`` and its in-context views ``[V, D]``.
+    def _query_views(self, image: np.ndarray) -> tuple[np.ndarray, list[_View], tuple[int, int]]:
+        """The query image's pooled vector ``[D]``, its in-context views and the token grid.
 
         An object looked for in video is usually small in the frame, and a token of a frame
         sees it together with its surroundings at that scale, which the query image encoded
         on its own never resembles. So the query is also pasted, at a few sizes, into the
-        middle of a plain grey frame and encoded there; the tokens that changed against the
-        plain frame, weighted by how much, give one view per size (and the most changed token
-        one more). Nothing here depends on the encoder's geometry.
+        middle of plain frames (one per shade in ``VIEW_SHADES``; a transparent query lets
+        the shade show through, as the scene would) and encoded there. Each view keeps the
+        tokens that changed against the plain frame (at least ``VIEW_CHANGE`` of the most
+        changed one), weighted by how much. Nothing here depends on the encoder's geometry.
         """
         import cv2
 
         enc = self.vision_encoder
         h, w = VIEW_FRAME
-        blank = np.full((h, w, 3), 128, np.uint8)
-        canvases = []
-        ih, iw = image.shape[:2]
+        rgb, alpha = _split_alpha(image)
+        ih, iw = rgb.shape[:2]
+        blanks = [np.full((h, w, 3), v, np.uint8) for v in VIEW_SHADES]
+        canvases, base_of = [], []
         for area in VIEW_AREAS:
             s = float(np.sqrt(area * h * w / (ih * iw)))
             nh, nw = max(2, min(h, int(round(ih * s)))), max(2, min(w, int(round(iw * s))))
-            small = cv2.resize(np.ascontiguousarray(image), (nw, nh),
-                               interpolation=cv2.INTER_AREA if nh < ih else cv2.INTER_LINEAR)
-            c = blank.copy()
+            interp = cv2.INTER_AREA if nh < ih else cv2.INTER_LINEAR
+            small = cv2.resize(rgb, (nw, nh), interpolation=interp).astype(np.float32)
+            a = cv2.resize(alpha, (nw, nh), interpolation=interp)[..., None]
             y0, x0 = (h - nh) // 2, (w - nw) // 2
-            c[y0:y0 + nh, x0:x0 + nw] = small
-            canvases.append(c)
-        out = enc.encode([image, blank, *canvases])
+            for b, blank in enumerate(blanks):
+                c = blank.copy()
+                region = c[y0:y0 + nh, x0:x0 + nw].astype(np.float32)
+                c[y0:y0 + nh, x0:x0 + nw] = np.clip(small * a + region * (1 - a) + 0.5, 0, 255)
+                canvases.append(c)
+                base_of.append(b)
+        out = enc.encode([_composite(rgb, alpha, VIEW_SHADES[0]), *blanks, *canvases])
         qp = _unit(out.pooled[0])
-        base = out.tokens[1]
-        views = []
-        for toks in out.tokens[2:]:
-            wts = np.linalg.norm(toks - base, axis=1)
-            if wts.sum() <= 0:
+        views: list[_View] = []
+        for toks, b in zip(out.tokens[1 + len(blanks):], base_of):
+            change = np.linalg.norm(toks - out.tokens[1 + b], axis=1)
+            if change.max() <= 0:
                 continue
-            views.append((toks * (wts / wts.sum())[:, None]).sum(axis=0))
-            views.append(toks[int(wts.argmax())])
-        views.append(out.pooled[0])
-        return qp, _unit(np.stack(views))
+            keep = np.nonzero(change >= VIEW_CHANGE * change.max())[0]
+            wts = change[keep] / change[keep].sum()
+            r, c = keep // out.grid[1], keep % out.grid[1]
+            views.append(_View(tokens=_unit(toks[keep]), weights=wts,
+                               rows=r - int(round(float((r * wts).sum()))),
+                               cols=c - int(round(float((c * wts).sum()))),
+                               mean=_unit((toks[keep] * wts[:, None]).sum(axis=0))))
+        return qp, views, (int(out.grid[0]), int(out.grid[1]))
 
-    def _image_candidates(self, qp: np.ndarray, views: np.ndarray, source: str | None,
+    def _image_candidates(self, qp: np.ndarray, views: list[_View], source: str | None,
                           table) -> list[int]:
         """Every clip (of ``source``) while the store is small enough to score them all,
-        else the nearest clips to the pooled query and to each view."""
+        else the nearest clips to the pooled query and to each view's mean."""
         ids = np.asarray(table["id"])
         if source is not None:
             code = list(table["source_names"]).index(source)
@@ -277,7 +393,7 @@ class Retriever:
             return sorted(int(i) for i in ids)
         found = self._dense_candidates(qp, "visual", source)
         for v in views:
-            found |= self._dense_candidates(v, "visual", source)
+            found |= self._dense_candidates(v.mean, "visual", source)
         return sorted(found)
 
     def _score_image(self, image: np.ndarray, source: str | None, table, rowpos
@@ -285,7 +401,7 @@ class Retriever:
         if self.vision_encoder is None:
             raise QueryError("an image question needs the vision encoder the store was built "
                              "with; fix: create the Retriever with vision_encoder=")
-        qp, views = self._query_views(image)
+        qp, views, grid = self._query_views(image)
         cand = self._image_candidates(qp, views, source, table)
         if not cand:
             return {}, qp
@@ -293,19 +409,21 @@ class Retriever:
         if self.config.recency_correction:
             pooled = self._correct(qp, cand, pooled, "visual", table, rowpos)
         w = self.config.late_interaction
-        scores: dict[int, float] = {}
-        for cid, clip, ps in zip(cand, self.store.get(cand), pooled.tolist()):
-            if w > 0 and clip.tokens is not None and clip.n_tokens:
-                tk = _unit(np.asarray(clip.tokens, np.float32))
-                tok = float((tk @ views.T).max())       # best view against best kept token
-                raw = float(clip.vector @ qp)
-                scores[cid] = (1 - w) * ps + w * (tok + (ps - raw))  # same drift correction
-            elif w >= 1.0:
-                # all the weight on kept tokens: a clip that kept none has no visual evidence
-                # (its pooled vector was computed from tokens the pruner dropped)
-                scores[cid] = -1.0
-            else:
-                scores[cid] = ps
+        tok = np.full(len(cand), np.nan)
+        if w > 0 and views:
+            for lo in range(0, len(cand), IMAGE_BATCH):   # a bounded number of clips in memory
+                clips = self.store.get(cand[lo:lo + IMAGE_BATCH])
+                tok[lo:lo + len(clips)] = _view_scores(clips, views, grid)
+        has = ~np.isnan(tok)
+        if not has.any():   # a store without kept tokens: the pooled vectors are all there is
+            return dict(zip(cand, pooled.tolist())), qp
+        # with all the weight on kept tokens a clip that kept none has no visual evidence (its
+        # pooled vector was computed from tokens the pruner dropped). The token score is not
+        # drift-corrected: matching a view in its layout within one frame does not drift
+        # with the stream's overall look as pooled vectors do (measured on the NIAH grids).
+        mixed = np.where(has, (1 - w) * pooled + w * np.nan_to_num(tok),
+                         -1.0 if w >= 1.0 else pooled)
+        scores = dict(zip(cand, mixed.tolist()))
         return scores, qp
 
     # ------------------------------------------------------------------ public

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 
 def load_image(path: str | Path) -> np.ndarray:
-    """An image file as upright ``[H, W, 3]`` uint8 RGB (alpha composited on grey)."""
+    """An image file as upright uint8 ``[H, W, 3]`` RGB, or ``[H, W, 4]`` RGBA when it has
+    transparent pixels (a cut-out: retrieval looks for the opaque part only)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     p = Path(path)
@@ -31,9 +32,9 @@ def load_image(path: str | Path) -> np.ndarray:
         with Image.open(p) as im:
             im = ImageOps.exif_transpose(im)
             if im.mode in ("RGBA", "LA", "P"):
-                im = im.convert("RGBA")
-                bg = Image.new("RGBA", im.size, (128, 128, 128, 255))
-                im = Image.alpha_composite(bg, im)
+                rgba = np.asarray(im.convert("RGBA"), dtype=np.uint8)
+                if (rgba[..., 3] < 255).any():
+                    return np.ascontiguousarray(rgba)
             return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise QueryError(f"image query {p} cannot be read as an image ({err.__class__.__name__}); "

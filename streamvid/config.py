@@ -195,7 +195,7 @@ class RetrievalConfig(_Section):
     anchors: int = _f(2, "cheap anchor clips spread over the timeline", min=0)
     anchor_tokens: int = _f(8, "tokens per anchor clip", min=0)
     lexical_weight: float = _f(0.35, "weight of lexical matching in text retrieval", min=0.0, max=1.0)
-    late_interaction: float = _f(0.8, "weight of token-level scores (the query and its in-context views against each clip's kept tokens) in image retrieval", min=0.0, max=1.0)
+    late_interaction: float = _f(1.0, "weight of token-level scores (the query's in-context views matched, in their layout, against each clip's kept tokens) in image retrieval; the rest is the pooled clip vector", min=0.0, max=1.0)
     image_exhaustive: int = _f(20000, "image questions score every clip's kept tokens while the store (or source) has at most this many clips", min=0)
     recency_correction: bool = _f(True, "correct the drift of similarity towards late clips")
 

@@ -415,7 +415,11 @@ class ClipBuilder(ABC):
 
 @dataclass(frozen=True, eq=False)
 class Question:
-    """A text question, an image question, or both."""
+    """A text question, an image question, or both.
+
+    ``image`` is ``[H, W, 3]`` uint8 RGB, or ``[H, W, 4]`` RGBA whose transparent pixels are
+    not part of what is looked for (a cut-out object).
+    """
 
     text: str = ""
     image: np.ndarray | None = None
@@ -426,6 +430,8 @@ class Question:
                "a text, an image or both", "neither")
         if self.image is not None:
             check_array(self.image, "Question.image", ndim=3, dtypes=(np.uint8,))
+            _check(self.image.shape[2] in (3, 4), "Question.image", "[H, W, 3] RGB or [H, W, 4] RGBA",
+                   list(self.image.shape))
 
 
 @dataclass(frozen=True, eq=False)

@@ -12,31 +12,32 @@ import pytest
 
 from conftest import DT, DV, make_clip, unit
 from memory.budget import allocate
-from memory.retrieval import Retriever
+from memory.retrieval import Retriever, _View, _view_scores
 from memory.store import MemoryStore
 from streamvid.config import RetrievalConfig
 from streamvid.types import EncoderOutput, Question, TextEncoder, VisionEncoder
 
 
 class TableVision(VisionEncoder):
-    """Test double: an image whose first pixel is ``i`` encodes to ``pooled[i]``/``tokens[i]``."""
+    """Test double: an image whose centre pixel is ``i`` encodes to ``pooled[i]``/``tokens[i]``
+    (every token ``pooled[i]`` when no tokens are given)."""
 
     name = "table"
     model_id = "test-encoder/v1"
     dim = pooled_dim = DV
-    grid = (2, 2)
+    grid = (2, 4)
 
     def __init__(self, pooled: np.ndarray, tokens: np.ndarray | None = None):
         self.pooled, self.tokens = pooled, tokens
 
     def encode(self, images):
-        # any other picture (the plain frames of the retriever's in-context views) encodes to
-        # zeros, so only the table's own vectors carry information
-        idx = [int(im[0, 0, 0]) for im in images]
+        # a picture whose centre is not a row of the table (e.g. a plain frame of the
+        # retriever's in-context views in a shade past the table) encodes to zeros
+        idx = [int(im[im.shape[0] // 2, im.shape[1] // 2, 0]) for im in images]
         known = np.array([i < len(self.pooled) for i in idx])
         safe = [i if k else 0 for i, k in zip(idx, known)]
         p = self.pooled[safe].astype(np.float32) * known[:, None]
-        t = self.tokens[safe] if self.tokens is not None else np.repeat(p[:, None], 4, axis=1)
+        t = self.tokens[safe] if self.tokens is not None else np.repeat(p[:, None], 8, axis=1)
         t = t.astype(np.float32) * known[:, None, None]
         return EncoderOutput(tokens=t, pooled=p, grid=self.grid)
 
@@ -106,8 +107,8 @@ def test_budget_order_anchors_and_ranks(tmp_path, spec):
             for it in hits:
                 assert it.n_tokens >= min(cfg.min_tokens, max(it.clip.n_tokens, 1))
     # a generous budget: hits get tokens in order of relevance
-    r = Retriever(store, RetrievalConfig(top_k=5, token_budget=60, min_tokens=2, anchors=0),
-                  vision_encoder=enc)
+    r = Retriever(store, RetrievalConfig(top_k=5, token_budget=60, min_tokens=2, anchors=0,
+                                         late_interaction=0.5), vision_encoder=enc)
     ctx = r.retrieve(Question(image=image(7)))
     assert ctx.hits()[0].clip.id == 7 and ctx.tokens_used <= 60
 
@@ -148,19 +149,19 @@ def test_recency_correction_finds_early_and_late_needles(tmp_path, spec):
 
 
 def test_token_level_matching_finds_a_small_needle(tmp_path, spec):
-    rng = np.random.default_rng(2)
+    rng = np.random.default_rng(1234)   # not a seed of make_clip's tokens (those are 0..199)
     needle = unit(rng.normal(size=DV))
     clips = [make_clip(i, tokens=8) for i in range(200)]
     tk = unit(rng.normal(size=(8, DV)))
-    tk[3] = needle  # the needle fills one token of clip 120; its pooled vector barely shows it
+    tk[3] = needle  # the needle fills one token of clip 120; its pooled vector does not show it
     clips[120] = dataclasses.replace(clips[120], tokens=tk.astype(np.float16),
-                                     vector=unit(tk.mean(0) * 8 - needle * 0.5))
+                                     vector=unit(tk.mean(0) * 8 - needle))
     with MemoryStore.open(tmp_path / "s", spec, mode="w") as store:
         store.add(clips)
         store.commit()
     # a query image of the needle alone: pooled and all tokens are the needle
     q = unit(needle + 0.05 * rng.normal(size=DV))[None]
-    enc = TableVision(q, np.repeat(q[:, None], 4, axis=1))
+    enc = TableVision(q, np.repeat(q[:, None], 8, axis=1))
     ctx = Retriever(store, RetrievalConfig(top_k=1, anchors=0, candidates=200),
                     vision_encoder=enc).retrieve(Question(image=image(0)))
     assert ctx.hits()[0].clip.id == 120
@@ -171,6 +172,32 @@ def test_token_level_matching_finds_a_small_needle(tmp_path, spec):
                                             late_interaction=0.0),
                      vision_encoder=enc).retrieve(Question(image=image(0)))
     assert ctx0.hits()[0].clip.id != 120
+
+
+def test_view_scores_need_the_view_layout_in_one_frame():
+    rng = np.random.default_rng(3)
+    a, b = unit(rng.normal(size=(2, DV)))
+    view = _View(tokens=np.stack([a, b]), weights=np.array([0.5, 0.5]), rows=np.array([0, 0]),
+                 cols=np.array([0, 1]), mean=unit(a + b))
+
+    def clip(i, toks, times, pos):
+        return dataclasses.replace(make_clip(i, tokens=0), tokens=np.stack(toks).astype(np.float16),
+                                   token_times=np.array(times, np.float32),
+                                   token_positions=np.array(pos, np.int32))
+
+    grid = (3, 5)
+    side_by_side = clip(0, [a, b], [1.0, 1.0], [6, 7])       # (1, 1) and (1, 2)
+    far_apart = clip(1, [a, b], [5.0, 5.0], [0, 14])          # (0, 0) and (2, 4)
+    two_frames = clip(2, [a, b], [9.0, 10.0], [6, 7])         # the right cells, apart in time
+    off_grid = clip(3, [a, b], [13.0, 13.0], [6, 15])         # not positions on this grid
+    s = _view_scores([side_by_side, far_apart, two_frames, off_grid, make_clip(4, tokens=0)],
+                     [view], grid)
+    assert s[0] == pytest.approx(1.0, abs=1e-2)
+    assert s[1] == pytest.approx(0.5, abs=0.1) and s[2] == pytest.approx(0.5, abs=0.1)
+    assert np.isnan(s[3]) and np.isnan(s[4])
+    # a token one cell off still matches: no needle sits on the grid as in the view
+    nudged = clip(5, [a, b], [1.0, 1.0], [6, 12])             # (1, 1) and (2, 2)
+    assert _view_scores([nudged], [view], grid)[0] == pytest.approx(1.0, abs=1e-2)
 
 
 def test_text_question_about_a_sign_prefers_ocr_text(tmp_path, spec):

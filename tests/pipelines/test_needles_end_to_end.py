@@ -66,3 +66,25 @@ def test_when_question_for_the_sign_gives_its_time(haystack):
     assert _overlaps(ans.evidence[0], needle)
     assert ans.answer.startswith(f"At {format_time(ans.evidence[0].keyframe)} (")
     assert needle.start - 6.0 <= ans.evidence[0].keyframe <= needle.end
+
+
+def test_an_image_query_keeps_a_cutouts_transparency(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from streamvid.errors import ValidationError
+
+    rgba = np.zeros((40, 30, 4), np.uint8)
+    rgba[10:30, 5:25] = (200, 30, 30, 255)      # an opaque square on a transparent sheet
+    Image.fromarray(rgba).save(tmp_path / "cutout.png")
+    Image.fromarray(rgba[..., :3]).save(tmp_path / "photo.png")
+    full = rgba.copy()
+    full[..., 3] = 255
+    Image.fromarray(full).save(tmp_path / "opaque.png")
+    cut = load_image(tmp_path / "cutout.png")
+    assert cut.shape == (40, 30, 4) and (cut == rgba).all()
+    assert load_image(tmp_path / "photo.png").shape == (40, 30, 3)
+    assert load_image(tmp_path / "opaque.png").shape == (40, 30, 3)  # alpha that hides nothing
+    Question(image=cut)
+    with pytest.raises(ValidationError, match="RGBA"):
+        Question(image=np.zeros((4, 4, 2), np.uint8))

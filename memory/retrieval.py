@@ -76,8 +76,7 @@ def _shift_max(g: np.ndarray, reach: int) -> np.ndarray:
     return out
 
 
-def _view_scores(clips: list[ClipMemory], views: list[_View], grid: tuple[int, int],
-                 per_view: bool = False) -> np.ndarray:
+def _view_scores(clips: list[ClipMemory], views: list[_View], grid: tuple[int, int]) -> np.ndarray:
     """How well each clip's kept tokens show one of the views, laid out as in the view.
 
     For every frame of a clip (its tokens sharing a time), each view token is compared with
@@ -88,7 +87,7 @@ def _view_scores(clips: list[ClipMemory], views: list[_View], grid: tuple[int, i
     nothing. NaN for a clip that kept no tokens (or whose positions are not on ``grid``).
     """
     gh, gw = grid
-    out = np.full((len(clips), len(views)) if per_view else len(clips), np.nan)
+    out = np.full(len(clips), np.nan)
     toks, pos, frame, frame_clip = [], [], [], []
     for i, c in enumerate(clips):
         if c.tokens is None or not c.n_tokens or c.token_positions is None:
@@ -113,7 +112,7 @@ def _view_scores(clips: list[ClipMemory], views: list[_View], grid: tuple[int, i
     dc = np.concatenate([v.cols for v in views])
     owner = np.repeat(np.arange(len(views)), [len(v.tokens) for v in views])
     n_frames = len(frame_clip)
-    frame_best = np.empty((n_frames, len(views)), np.float32)
+    frame_best = np.empty(n_frames, np.float32)
     step = max(1, VIEW_CHUNK // (gh * gw * len(q)))
     bounds = np.searchsorted(f_all, np.arange(0, n_frames + step, step))
     for k, f0 in enumerate(range(0, n_frames, step)):
@@ -128,10 +127,8 @@ def _view_scores(clips: list[ClipMemory], views: list[_View], grid: tuple[int, i
             c0, c1 = max(0, -dc[j]), min(gw, gw - dc[j])
             if r0 < r1 and c0 < c1:
                 acc[:, owner[j], r0:r1, c0:c1] += wq[j] * g[:, r0 + dr[j]:r1 + dr[j], c0 + dc[j]:c1 + dc[j], j]
-        frame_best[f0:f0 + nf] = acc.reshape(nf, len(views), -1).max(axis=2)
-    if not per_view:
-        frame_best = frame_best.max(axis=1)
-    res = np.full(out.shape, -np.inf)
+        frame_best[f0:f0 + nf] = acc.reshape(nf, -1).max(axis=1)
+    res = np.full(len(clips), -np.inf)
     np.maximum.at(res, np.asarray(frame_clip), frame_best)
     has = np.isfinite(res)
     out[has] = res[has]

@@ -64,16 +64,21 @@ class _View:
 
 
 def _shift_max(g: np.ndarray, reach: int) -> np.ndarray:
-    """Each cell of ``g [F, H, W, M]`` replaced by the largest value within ``reach`` cells."""
+    """Each cell of ``g [F, H, W, M]`` replaced by the largest value within ``reach`` cells
+    (a square window: the max along rows, then along columns)."""
     if reach <= 0:
         return g
-    _, h, w, _ = g.shape
-    p = np.pad(g, ((0, 0), (reach, reach), (reach, reach), (0, 0)), constant_values=-1.0)
-    out = g.copy()
-    for dy in range(-reach, reach + 1):
-        for dx in range(-reach, reach + 1):
-            np.maximum(out, p[:, reach + dy:reach + dy + h, reach + dx:reach + dx + w], out=out)
-    return out
+    for axis in (1, 2):
+        n = g.shape[axis]
+        out = g.copy()
+        for d in range(1, reach + 1):
+            lo = [slice(None)] * 4
+            hi = [slice(None)] * 4
+            lo[axis], hi[axis] = slice(0, n - d), slice(d, n)
+            np.maximum(out[tuple(lo)], g[tuple(hi)], out=out[tuple(lo)])
+            np.maximum(out[tuple(hi)], g[tuple(lo)], out=out[tuple(hi)])
+        g = out
+    return g
 
 
 def _view_scores(clips: list[ClipMemory], views: list[_View], grid: tuple[int, int]) -> np.ndarray:
@@ -172,6 +177,7 @@ class Retriever:
         self._ocr: dict[int, str] = {}
         self._base_key: tuple[Any, ...] | None = None
         self._base: dict[str, _Baseline] = {}
+        self._blank_tokens: np.ndarray | None = None
 
     # ------------------------------------------------------------------ indexes kept here
     def _sync_lexical(self) -> None:
@@ -362,11 +368,13 @@ class Retriever:
                 c[y0:y0 + nh, x0:x0 + nw] = np.clip(small * a + region * (1 - a) + 0.5, 0, 255)
                 canvases.append(c)
                 base_of.append(b)
-        out = enc.encode([_composite(rgb, alpha, VIEW_SHADES[0]), *blanks, *canvases])
+        if self._blank_tokens is None:   # the plain frames encode the same every time
+            self._blank_tokens = enc.encode(blanks).tokens
+        out = enc.encode([_composite(rgb, alpha, VIEW_SHADES[0]), *canvases])
         qp = _unit(out.pooled[0])
         views: list[_View] = []
-        for toks, b in zip(out.tokens[1 + len(blanks):], base_of):
-            change = np.linalg.norm(toks - out.tokens[1 + b], axis=1)
+        for toks, b in zip(out.tokens[1:], base_of):
+            change = np.linalg.norm(toks - self._blank_tokens[b], axis=1)
             if change.max() <= 0:
                 continue
             keep = np.nonzero(change >= VIEW_CHANGE * change.max())[0]

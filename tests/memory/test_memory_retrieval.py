@@ -263,3 +263,15 @@ def test_real_sentence_encoder_with_ocr_text(tmp_path, monkeypatch):
     assert r.retrieve(Question(text="how much is an espresso?")).hits()[0].clip.id == 41
     top = r.retrieve(Question(text="when was someone making food?")).hits()[0].clip
     assert "cooking" in top.description
+
+
+def test_shift_max_is_the_max_over_a_square_window():
+    from memory.retrieval import _shift_max
+
+    g = np.random.default_rng(0).normal(size=(3, 5, 7, 2)).astype(np.float32)
+    want = np.empty_like(g)
+    for r in range(5):
+        for c in range(7):
+            want[:, r, c] = g[:, max(0, r - 1):r + 2, max(0, c - 1):c + 2].max(axis=(1, 2))
+    assert np.array_equal(_shift_max(g, 1), want)
+    assert _shift_max(g, 0) is g

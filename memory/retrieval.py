@@ -64,16 +64,16 @@ class _View:
 
 
 def _shift_max(g: np.ndarray, reach: int) -> np.ndarray:
-    """Each cell of ``g [F, H, W, M]`` replaced by the largest value within ``reach`` cells
+    """Each cell of ``g [..., H, W]`` replaced by the largest value within ``reach`` cells
     (a square window: the max along rows, then along columns)."""
     if reach <= 0:
         return g
-    for axis in (1, 2):
+    for axis in (g.ndim - 2, g.ndim - 1):
         n = g.shape[axis]
         out = g.copy()
         for d in range(1, reach + 1):
-            lo = [slice(None)] * 4
-            hi = [slice(None)] * 4
+            lo = [slice(None)] * g.ndim
+            hi = [slice(None)] * g.ndim
             lo[axis], hi[axis] = slice(0, n - d), slice(d, n)
             np.maximum(out[tuple(lo)], g[tuple(hi)], out=out[tuple(lo)])
             np.maximum(out[tuple(hi)], g[tuple(lo)], out=out[tuple(hi)])
@@ -110,7 +110,8 @@ def _view_scores(clips: list[ClipMemory], views: list[_View], grid: tuple[int, i
         frame_clip.extend([i] * (int(f.max()) + 1))
     if not toks:
         return out
-    t_all, p_all, f_all = _unit(np.concatenate(toks)), np.concatenate(pos), np.concatenate(frame)
+    t_all, p_all, f_all = np.concatenate(toks), np.concatenate(pos), np.concatenate(frame)
+    inv_norm = 1.0 / np.maximum(np.sqrt(np.einsum("ij,ij->i", t_all, t_all)), 1e-8)
     q = np.concatenate([v.tokens for v in views])                      # [M, D]
     wq = np.concatenate([v.weights for v in views]).astype(np.float32)
     dr = np.concatenate([v.rows for v in views])
@@ -123,15 +124,16 @@ def _view_scores(clips: list[ClipMemory], views: list[_View], grid: tuple[int, i
     for k, f0 in enumerate(range(0, n_frames, step)):
         lo, hi = bounds[k], bounds[k + 1]
         nf = min(step, n_frames - f0)
-        g = np.zeros((nf, gh, gw, len(q)), np.float32)
-        g[f_all[lo:hi] - f0, p_all[lo:hi] // gw, p_all[lo:hi] % gw] = t_all[lo:hi] @ q.T
+        g = np.zeros((len(q), nf, gh, gw), np.float32)   # [view token, frame, row, col]
+        sims = (q @ t_all[lo:hi].T) * inv_norm[lo:hi]
+        g[:, f_all[lo:hi] - f0, p_all[lo:hi] // gw, p_all[lo:hi] % gw] = sims
         g = _shift_max(g, VIEW_REACH)
         acc = np.zeros((nf, len(views), gh, gw), np.float32)
         for j in range(len(q)):   # view token j lands at (centre + offset j)
             r0, r1 = max(0, -dr[j]), min(gh, gh - dr[j])
             c0, c1 = max(0, -dc[j]), min(gw, gw - dc[j])
             if r0 < r1 and c0 < c1:
-                acc[:, owner[j], r0:r1, c0:c1] += wq[j] * g[:, r0 + dr[j]:r1 + dr[j], c0 + dc[j]:c1 + dc[j], j]
+                acc[:, owner[j], r0:r1, c0:c1] += wq[j] * g[j, :, r0 + dr[j]:r1 + dr[j], c0 + dc[j]:c1 + dc[j]]
         frame_best[f0:f0 + nf] = acc.reshape(nf, -1).max(axis=1)
     res = np.full(len(clips), -np.inf)
     np.maximum.at(res, np.asarray(frame_clip), frame_best)

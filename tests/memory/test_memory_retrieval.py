@@ -268,10 +268,10 @@ def test_real_sentence_encoder_with_ocr_text(tmp_path, monkeypatch):
 def test_shift_max_is_the_max_over_a_square_window():
     from memory.retrieval import _shift_max
 
-    g = np.random.default_rng(0).normal(size=(3, 5, 7, 2)).astype(np.float32)
+    g = np.random.default_rng(0).normal(size=(2, 3, 5, 7)).astype(np.float32)   # [..., H, W]
     want = np.empty_like(g)
     for r in range(5):
         for c in range(7):
-            want[:, r, c] = g[:, max(0, r - 1):r + 2, max(0, c - 1):c + 2].max(axis=(1, 2))
+            want[..., r, c] = g[..., max(0, r - 1):r + 2, max(0, c - 1):c + 2].max(axis=(2, 3))
     assert np.array_equal(_shift_max(g, 1), want)
     assert _shift_max(g, 0) is g

@@ -23,14 +23,12 @@ values whichever method ran.
 from __future__ import annotations
 
 import math
-from collections import deque
 
 import numpy as np
 
 from ..config import CompressConfig
-from ..errors import ValidationError
-from ..types import CompressedFrame, FrameFeatures, TokenPruner
-from .pruner import allocate_budgets, token_novelty
+from ..types import CompressedFrame, FrameFeatures
+from .pruner import _WindowedPruner, allocate_budgets
 
 __all__ = ["AvgPoolPruner", "UniformFramePruner", "pool_cells"]
 
@@ -70,48 +68,7 @@ def _centre(cell: np.ndarray, cols: int) -> int:
     return int(cell[int(np.argmin(d))])  # first minimum: deterministic
 
 
-class _Base(TokenPruner):
-    """Order checks, the temporal anchor behind ``novelty``, and the counters."""
-
-    def __init__(self, config: CompressConfig | None = None):
-        self.config = config or CompressConfig()
-        self._history: deque[np.ndarray] = deque(maxlen=self.config.temporal_window)
-        self._grid: tuple[int, int] | None = None
-        self._last_pts: float | None = None
-        self.frames = 0
-        self.tokens_in = 0
-        self.tokens_kept = 0
-
-    def _accept(self, features: FrameFeatures, is_shot_boundary: bool) -> float:
-        """Check the order, update the anchor and return the frame's novelty in [0, 1]."""
-        if self._last_pts is not None and features.pts < self._last_pts:
-            raise ValidationError(
-                f"TokenPruner.push: expected frames in presentation order, got pts {features.pts} "
-                f"after {self._last_pts}; fix: push each stream's frames in order (one pruner per stream)")
-        self._last_pts = features.pts
-        if is_shot_boundary or features.cut or self._grid != tuple(features.grid):
-            self._history.clear()
-            self._grid = tuple(features.grid)
-        anchor = np.mean(np.stack(self._history), axis=0) if self._history else None
-        _, temporal = token_novelty(features.tokens, anchor, self.config.spatial_weight)
-        self._history.append(features.tokens)
-        return float(np.clip(temporal.mean(), 0.0, 1.0))
-
-    def _count(self, out: list[CompressedFrame]) -> list[CompressedFrame]:
-        for c in out:
-            self.frames += 1
-            self.tokens_in += c.features.tokens.shape[0]
-            self.tokens_kept += c.tokens.shape[0]
-        return out
-
-    @property
-    def stats(self) -> dict[str, float]:
-        """Frames seen, tokens in and kept, and the kept fraction so far."""
-        return {"frames": self.frames, "tokens_in": self.tokens_in, "tokens_kept": self.tokens_kept,
-                "kept_fraction": self.tokens_kept / self.tokens_in if self.tokens_in else 0.0}
-
-
-class UniformFramePruner(_Base):
+class UniformFramePruner(_WindowedPruner):
     """Keeps every token of every ``1 / keep_ratio``-th frame and no token of the others.
 
     Frame ``i`` (counting from 0 per pruner) is kept when ``ceil(keep_ratio * (i + 1))``
@@ -129,7 +86,7 @@ class UniformFramePruner(_Base):
     def push(self, features: FrameFeatures, *, is_keyframe: bool = False,
              is_shot_boundary: bool = False) -> list[CompressedFrame]:
         """Decide one frame; return it (with all its tokens or none)."""
-        novelty = self._accept(features, is_shot_boundary)
+        _, novelty = self._score(features, is_shot_boundary)
         self._seen += 1
         keep = math.ceil(self.config.keep_ratio * self._seen - 1e-9) > self._kept_frames
         x = features.tokens
@@ -150,7 +107,7 @@ class UniformFramePruner(_Base):
         return []
 
 
-class AvgPoolPruner(_Base):
+class AvgPoolPruner(_WindowedPruner):
     """Average-pools every frame's token grid down to its share of ``keep_ratio``.
 
     Frames are returned in order once ``budget_window`` of them are pending (``flush``
@@ -160,21 +117,13 @@ class AvgPoolPruner(_Base):
 
     def __init__(self, config: CompressConfig | None = None):
         super().__init__(config)
-        self._pending: list[tuple[FrameFeatures, bool, bool, float]] = []
         self._cells: dict[tuple[tuple[int, int], int], list[np.ndarray]] = {}
 
     def push(self, features: FrameFeatures, *, is_keyframe: bool = False,
              is_shot_boundary: bool = False) -> list[CompressedFrame]:
         """Add a frame; return the frames whose budget window is complete."""
-        novelty = self._accept(features, is_shot_boundary)
-        self._pending.append((features, bool(is_keyframe), bool(is_shot_boundary), novelty))
-        if len(self._pending) >= self.config.budget_window:
-            return self._release()
-        return []
-
-    def flush(self) -> list[CompressedFrame]:
-        """Return every pending frame (the last, possibly short, budget window)."""
-        return self._release() if self._pending else []
+        _, novelty = self._score(features, is_shot_boundary)
+        return self._hold((features, bool(is_keyframe), bool(is_shot_boundary), novelty))
 
     def _release(self) -> list[CompressedFrame]:
         cfg = self.config

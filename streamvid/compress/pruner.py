@@ -111,16 +111,17 @@ def allocate_budgets(n_tokens: list[int], weights: list[float], keep_ratio: floa
     return [int(v) for v in out]
 
 
-class SpatioTemporalPruner(TokenPruner):
-    """Keeps the most novel tokens of each frame under a varying, window-averaged budget.
+class _WindowedPruner(TokenPruner):
+    """What every token reducer here shares: the order check, the temporal anchor behind
+    a frame's novelty, the ``budget_window`` of pending frames, and the counters.
 
-    Frames are returned in order once ``budget_window`` of them are pending (``flush`` returns
-    the rest). Kept tokens come most novel first; ``positions`` say where each came from.
+    Subclasses append what they need of a frame with :meth:`_hold` and implement
+    ``_release`` (compress every pending frame, through :meth:`_count`).
     """
 
     def __init__(self, config: CompressConfig | None = None):
         self.config = config or CompressConfig()
-        self._pending: list[_Scored] = []
+        self._pending: list = []
         self._history: deque[np.ndarray] = deque(maxlen=self.config.temporal_window)
         self._grid: tuple[int, int] | None = None
         self._last_pts: float | None = None
@@ -128,33 +129,66 @@ class SpatioTemporalPruner(TokenPruner):
         self.tokens_in = 0
         self.tokens_kept = 0
 
-    # ------------------------------------------------------------------ streaming
-    def push(self, features: FrameFeatures, *, is_keyframe: bool = False,
-             is_shot_boundary: bool = False) -> list[CompressedFrame]:
-        """Score a frame; return the frames whose budget window is complete."""
+    def _score(self, features: FrameFeatures, is_shot_boundary: bool) -> tuple[np.ndarray, float]:
+        """Check the order, update the anchor; the tokens' novelty scores and the frame's
+        novelty in [0, 1] (mean temporal novelty)."""
         if self._last_pts is not None and features.pts < self._last_pts:
             raise ValidationError(
                 f"TokenPruner.push: expected frames in presentation order, got pts {features.pts} "
                 f"after {self._last_pts}; fix: push each stream's frames in order (one pruner per stream)")
         self._last_pts = features.pts
-        reset = is_shot_boundary or features.cut or self._grid != tuple(features.grid)
-        if reset:
+        if is_shot_boundary or features.cut or self._grid != tuple(features.grid):
             self._history.clear()
             self._grid = tuple(features.grid)
         anchor = np.mean(np.stack(self._history), axis=0) if self._history else None
         scores, temporal = token_novelty(features.tokens, anchor, self.config.spatial_weight)
-        # stable: equal scores keep grid order
-        order = np.argsort(-scores, kind="stable")
         self._history.append(features.tokens)
-        self._pending.append(_Scored(features, scores, order, float(np.clip(temporal.mean(), 0, 1)),
-                                     bool(is_keyframe), bool(is_shot_boundary)))
+        return scores, float(np.clip(temporal.mean(), 0, 1))
+
+    def _hold(self, item) -> list[CompressedFrame]:
+        """Queue a frame; release the window once ``budget_window`` frames are pending."""
+        self._pending.append(item)
         if len(self._pending) >= self.config.budget_window:
             return self._release()
         return []
 
+    def _release(self) -> list[CompressedFrame]:
+        raise NotImplementedError
+
     def flush(self) -> list[CompressedFrame]:
         """Return every pending frame (the last, possibly short, budget window)."""
         return self._release() if self._pending else []
+
+    def _count(self, out: list[CompressedFrame]) -> list[CompressedFrame]:
+        for c in out:
+            self.frames += 1
+            self.tokens_in += c.features.tokens.shape[0]
+            self.tokens_kept += c.tokens.shape[0]
+        return out
+
+    @property
+    def stats(self) -> dict[str, float]:
+        """Frames seen, tokens in and kept, and the kept fraction so far."""
+        return {"frames": self.frames, "tokens_in": self.tokens_in, "tokens_kept": self.tokens_kept,
+                "kept_fraction": self.tokens_kept / self.tokens_in if self.tokens_in else 0.0}
+
+
+class SpatioTemporalPruner(_WindowedPruner):
+    """Keeps the most novel tokens of each frame under a varying, window-averaged budget.
+
+    Frames are returned in order once ``budget_window`` of them are pending (``flush`` returns
+    the rest). Kept tokens come most novel first; ``positions`` say where each came from.
+    """
+
+    # ------------------------------------------------------------------ streaming
+    def push(self, features: FrameFeatures, *, is_keyframe: bool = False,
+             is_shot_boundary: bool = False) -> list[CompressedFrame]:
+        """Score a frame; return the frames whose budget window is complete."""
+        scores, novelty = self._score(features, is_shot_boundary)
+        # stable: equal scores keep grid order
+        order = np.argsort(-scores, kind="stable")
+        return self._hold(_Scored(features, scores, order, novelty, bool(is_keyframe),
+                                  bool(is_shot_boundary)))
 
     # ------------------------------------------------------------------ internals
     def _release(self) -> list[CompressedFrame]:
@@ -171,12 +205,7 @@ class SpatioTemporalPruner(TokenPruner):
             weights.append(w)
         budgets = allocate_budgets([p.features.tokens.shape[0] for p in pend], weights,
                                    cfg.keep_ratio, cfg.keyframe_boost, cfg.min_tokens)
-        out = [self._compress(p, b) for p, b in zip(pend, budgets)]
-        for c in out:
-            self.frames += 1
-            self.tokens_in += c.features.tokens.shape[0]
-            self.tokens_kept += c.tokens.shape[0]
-        return out
+        return self._count([self._compress(p, b) for p, b in zip(pend, budgets)])
 
     def _compress(self, p: _Scored, budget: int) -> CompressedFrame:
         x = p.features.tokens
@@ -197,9 +226,3 @@ class SpatioTemporalPruner(TokenPruner):
                                positions=keep.astype(np.int32), weights=weights,
                                is_keyframe=p.is_keyframe, is_shot_boundary=p.is_shot_boundary,
                                novelty=p.novelty)
-
-    @property
-    def stats(self) -> dict[str, float]:
-        """Frames seen, tokens in and kept, and the kept fraction so far."""
-        return {"frames": self.frames, "tokens_in": self.tokens_in, "tokens_kept": self.tokens_kept,
-                "kept_fraction": self.tokens_kept / self.tokens_in if self.tokens_in else 0.0}

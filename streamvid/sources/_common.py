@@ -102,6 +102,18 @@ def first_line(err: BaseException) -> str:
     return text.splitlines()[0]
 
 
+def identify(src: object, uri: str, config: object, source_id: str | None) -> None:
+    """Set what every source carries: ``uri``, ``config`` (defaults when None),
+    ``source_id`` (from the URI when not given) and fresh ``_stats``."""
+    from ..config import SourceConfig
+    from ..types import SourceStats
+
+    src.uri = str(uri)
+    src.config = config or SourceConfig()
+    src.source_id = source_id or default_source_id(src.uri)
+    src._stats = SourceStats()
+
+
 def default_source_id(uri: str) -> str:
     if "://" in uri:
         return uri

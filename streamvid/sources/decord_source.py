@@ -20,7 +20,7 @@ from ..config import SourceConfig
 from ..errors import SourceError
 from ..types import Frame, FrameSource, SourceStats
 from . import register_source
-from ._common import Sampler, default_source_id, first_line, rotate_upright, scaled_size
+from ._common import Sampler, first_line, identify, rotate_upright, scaled_size
 from ._filebase import KnownLength, probe_or_raise
 
 log = logging.getLogger(__name__)
@@ -50,10 +50,7 @@ class DecordSource(KnownLength, FrameSource):
     """A video file read with decord (CPU)."""
 
     def __init__(self, uri: str, config: SourceConfig | None = None, source_id: str | None = None) -> None:
-        self.uri = str(uri)
-        self.config = config or SourceConfig()
-        self.source_id = source_id or default_source_id(self.uri)
-        self._stats = SourceStats()
+        identify(self, uri, config, source_id)
         tried = f"decord {decord.__version__}"
         info = probe_or_raise(self.uri, tried)
         if info["codec"] not in DECORD_CODECS:

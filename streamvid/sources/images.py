@@ -21,7 +21,7 @@ from ..config import SourceConfig
 from ..errors import SourceError
 from ..types import Frame, FrameSource, SourceStats
 from . import register_source
-from ._common import default_source_id, first_line, scaled_size
+from ._common import first_line, identify, scaled_size
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,7 @@ class ImageFolderSource(FrameSource):
     """The images in a folder as frames at ``config.fps`` images per second."""
 
     def __init__(self, uri: str, config: SourceConfig | None = None, source_id: str | None = None) -> None:
-        self.uri = str(uri)
-        self.config = config or SourceConfig()
-        self.source_id = source_id or default_source_id(self.uri)
-        self._stats = SourceStats()
+        identify(self, uri, config, source_id)
         folder = Path(self.uri)
         if not folder.is_dir():
             what = "it does not exist" if not folder.exists() else "it is not a folder"

@@ -20,9 +20,9 @@ import numpy as np
 
 from ..config import SourceConfig
 from ..errors import SourceError
-from ..types import Frame, FrameSource, SourceStats
+from ..types import Frame, FrameSource
 from . import register_source
-from ._common import Sampler, default_source_id, ffmpeg_reason, first_line, rotate_upright, scaled_size
+from ._common import Sampler, ffmpeg_reason, first_line, identify, rotate_upright, scaled_size
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +86,7 @@ class LiveSource(FrameSource):
     fix_hint = "check that the source is running and the address is right"
 
     def __init__(self, uri: str, config: SourceConfig | None = None, source_id: str | None = None) -> None:
-        self.uri = str(uri)
-        self.config = config or SourceConfig()
-        self.source_id = source_id or default_source_id(self.uri)
-        self._stats = SourceStats()
+        identify(self, uri, config, source_id)
         self._queue = DropOldestQueue(self.config.queue_size)
         self._stop = threading.Event()
         self._done = threading.Event()

@@ -16,7 +16,7 @@ from ..config import SourceConfig
 from ..errors import SourceError
 from ..types import Frame, FrameSource, SourceStats
 from . import register_source
-from ._common import Sampler, default_source_id, scaled_size
+from ._common import Sampler, identify, scaled_size
 from ._filebase import KnownLength, in_pts_order, note_end, probe_or_raise
 from .live import LiveSource
 
@@ -44,10 +44,7 @@ class OpenCVSource(KnownLength, FrameSource):
     """
 
     def __init__(self, uri: str, config: SourceConfig | None = None, source_id: str | None = None) -> None:
-        self.uri = str(uri)
-        self.config = config or SourceConfig()
-        self.source_id = source_id or default_source_id(self.uri)
-        self._stats = SourceStats()
+        identify(self, uri, config, source_id)
         tried = f"OpenCV {cv2.__version__} (FFmpeg backend)"
         info = probe_or_raise(self.uri, tried) if "://" not in self.uri else {}
         self._cap = cv2.VideoCapture(self.uri, cv2.CAP_FFMPEG)

@@ -22,9 +22,9 @@ from . import register_source
 from ._common import (
     TIME_EPS,
     Sampler,
-    default_source_id,
     file_size_problem,
     first_line,
+    identify,
     open_error,
     rotate_upright,
     scaled_size,
@@ -82,10 +82,7 @@ class PyAVSource(KnownLength, FrameSource):
     def __init__(self, uri: str, config: SourceConfig | None = None, source_id: str | None = None,
                  **options: Any) -> None:
         av = _av()
-        self.uri = str(uri)
-        self.config = config or SourceConfig()
-        self.source_id = source_id or default_source_id(self.uri)
-        self._stats = SourceStats()
+        identify(self, uri, config, source_id)
         self._logged_decode_error = False
         self._is_url = "://" in self.uri
         if not self._is_url:

@@ -1,8 +1,6 @@
-"""Answerers: turn a retrieved Context into an Answer.
-
-``extractive`` (the offline default) answers from what the memory holds — when the best
-moment is, what was seen there, the on-screen text quoted — and always returns the evidence.
-"""
+"""The extractive answerer (the offline default): answers from what the memory holds —
+when the best moment is, what was seen there, the on-screen text quoted — and always returns
+the evidence."""
 
 from __future__ import annotations
 
@@ -10,10 +8,9 @@ import re
 from typing import Sequence
 
 from streamvid.config import AnswerConfig
-from streamvid.registry import Registry
 from streamvid.types import Answer, Answerer, Context, ContextItem, Evidence, Question, format_time
 
-ANSWERERS: Registry[Answerer] = Registry("answerer")
+from .base import ANSWERERS
 
 _TEXT_Q = re.compile(r"\b(say|says|said|written|write|writes|text|sign|signs|read|reads|password|"
                      r"code|number|caption|title|spell|spelled|message|banner|screen)\b", re.I)
@@ -24,11 +21,6 @@ _WORD = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
 _STOP = frozenset("""a an the is are was were be been of on in at to for and or what which who when
 where how does do did this that these those it its there their video appear appears shown show
 shows seen see is's please tell me any some""".split())
-
-
-def create_answerer(config: AnswerConfig | None = None) -> Answerer:
-    config = config or AnswerConfig()
-    return ANSWERERS.create(config.name, config=config)
 
 
 def words(text: str) -> list[str]:

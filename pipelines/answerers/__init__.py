@@ -1,0 +1,13 @@
+"""Answerers: turn a retrieved Context into an Answer.
+
+One module per backend, each registered by name in :data:`ANSWERERS`:
+``extractive`` (the offline default) answers from what the memory holds.
+"""
+
+from __future__ import annotations
+
+from .base import ANSWERERS, create_answerer
+from .extractive import ExtractiveAnswerer, best_text_line, evidence_of, parse_options, words
+
+__all__ = ["ANSWERERS", "create_answerer", "ExtractiveAnswerer", "best_text_line", "evidence_of",
+           "parse_options", "words"]

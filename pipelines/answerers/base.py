@@ -1,0 +1,15 @@
+"""The answerer registry: each backend registers itself by name."""
+
+from __future__ import annotations
+
+from streamvid.config import AnswerConfig
+from streamvid.registry import Registry
+from streamvid.types import Answerer
+
+ANSWERERS: Registry[Answerer] = Registry("answerer")
+
+
+def create_answerer(config: AnswerConfig | None = None) -> Answerer:
+    """The answerer named by ``config.name`` (backends are imported on first use)."""
+    config = config or AnswerConfig()
+    return ANSWERERS.create(config.name, config=config)

@@ -16,16 +16,24 @@ A commit writes new files under new names, then atomically replaces ``manifest.j
 which names them; files that neither the current nor the previous manifest names are
 removed afterwards. A process killed at any point leaves the previous manifest and every
 file it names intact. Nothing is pickled.
+
+A store's files are not trusted: every name the manifest gives must be a plain file name
+of the forms above (no paths, no links), and every data file's size and checksum are
+recorded in the manifest and verified when it is opened — the whole file when small,
+evenly spaced samples of it when large — so a damaged store is an error, never an answer.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fcntl
+import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +57,19 @@ MANIFEST = "manifest.json"
 _LOCK = ".writer.lock"
 _SEG_FILES = ("ids", "vectors", "text_vectors", "has_text", "start", "end", "source", "level",
               "tok_off", "tokens", "token_times", "token_positions")
+# the only names a manifest may give (plain names inside the store, never paths)
+_NAMES = {"segment": re.compile(r"seg-\d{8,}"), "deleted": re.compile(r"deleted-\d{8,}\.npy"),
+          "centroids": re.compile(r"centroids-\d+\.npy"), "hnsw": re.compile(r"hnsw-\d{8,}\.faiss"),
+          "assign": re.compile(r"assign-\d+\.npy")}
+_SEG_NAMES = frozenset([f"{k}.npy" for k in _SEG_FILES] + ["meta.jsonl"])
+_HASH_WHOLE = 1 << 20      # files up to this size are hashed whole
+_HASH_SAMPLES = 16         # larger ones: this many evenly spaced blocks ...
+_HASH_BLOCK = 64 << 10     # ... of this size
+_DAMAGED = "fix: the store is damaged, re-index into a new --store"
+
+
+class StoreBusyError(StoreError):
+    """Another process holds the store's writer lock."""
 
 
 @dataclass(frozen=True)
@@ -78,17 +99,25 @@ class StoreSpec:
 class _Segment:
     """One immutable commit's clips, arrays memory-mapped."""
 
-    def __init__(self, root: Path, entry: dict[str, Any]):
+    def __init__(self, root: Path, entry: dict[str, Any], spec: StoreSpec):
         self.name = entry["name"]
         self.dir = root / self.name
         self.rows = int(entry["rows"])
         self.sources: list[str] = list(entry["sources"])
         self.assign_file: str | None = entry.get("assign")
-        sizes = entry.get("sizes", {})
+        sizes = entry.get("sizes") or {}
+        hashes = entry.get("hashes") or {}
+        try:
+            st = os.lstat(self.dir)
+        except FileNotFoundError:
+            raise
+        if not stat.S_ISDIR(st.st_mode):
+            raise StoreError(f"store segment {self.dir} is not a directory (a link or a file); "
+                             f"{_DAMAGED}")
         arrays: dict[str, np.ndarray] = {}
         for key in _SEG_FILES:
             p = self.dir / f"{key}.npy"
-            _check_size(p, sizes.get(f"{key}.npy"))
+            _verify_file(p, sizes.get(f"{key}.npy"), hashes.get(f"{key}.npy"))
             arrays[key] = _load_npy(p, mmap=key in ("vectors", "text_vectors", "tokens"))
         self.ids = np.asarray(arrays["ids"], dtype=np.int64)
         self.vectors = arrays["vectors"]
@@ -103,17 +132,26 @@ class _Segment:
         self.token_times = arrays["token_times"]
         self.token_positions = arrays["token_positions"]
         n = self.rows
-        if not (len(self.ids) == n and self.vectors.shape[0] == n and len(self.start) == n
-                and len(self.tok_off) == n + 1 and self.text_vectors.shape[0] == n):
-            raise StoreError(f"store segment {self.dir} is inconsistent (expected {n} rows); "
-                             "fix: the store is damaged, re-index into a new --store")
+        off = self.tok_off
+        rows_ok = all(len(a) == n for a in (self.ids, self.has_text, self.start, self.end,
+                                             self.source, self.level))
+        if not (rows_ok and self.vectors.shape == (n, spec.vector_dim)
+                and self.text_vectors.shape == (n, spec.text_dim)
+                and len(off) == n + 1 and off[0] == 0 and bool(np.all(np.diff(off) >= 0))
+                and self.tokens.ndim == 2 and off[-1] == self.tokens.shape[0]
+                and (self.tokens.shape[0] == 0 or self.tokens.shape[1] == spec.vector_dim)
+                and len(self.token_times) == len(self.token_positions) == self.tokens.shape[0]
+                and (n == 0 or (int(self.source.min()) >= 0
+                                and int(self.source.max()) < len(self.sources)))):
+            raise StoreError(f"store segment {self.dir} is inconsistent (expected {n} rows, "
+                             f"token offsets within the tokens); {_DAMAGED}")
         self.meta_path = self.dir / "meta.jsonl"
-        _check_size(self.meta_path, sizes.get("meta.jsonl"))
+        _verify_file(self.meta_path, sizes.get("meta.jsonl"), hashes.get("meta.jsonl"))
         self._meta: list[dict[str, Any]] | None = None
         self.assign: np.ndarray | None = None
         if self.assign_file:
             p = self.dir / self.assign_file
-            _check_size(p, sizes.get(self.assign_file))
+            _verify_file(p, sizes.get(self.assign_file), hashes.get(self.assign_file))
             self.assign = np.asarray(_load_npy(p), dtype=np.int64)
 
     @property
@@ -125,7 +163,7 @@ class _Segment:
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
                 raise StoreError(f"store metadata {self.meta_path} cannot be read ({err}); "
                                  "fix: the store is damaged, re-index into a new --store") from err
-            if len(meta) != self.rows:
+            if len(meta) != self.rows or not all(isinstance(r, dict) for r in meta):
                 raise StoreError(f"store metadata {self.meta_path} has {len(meta)} rows, "
                                  f"expected {self.rows}; fix: re-index into a new --store")
             self._meta = meta
@@ -151,15 +189,53 @@ class _Segment:
             merged=int(m.get("merged", 1)), id=int(self.ids[row]))
 
 
-def _check_size(path: Path, expected: int | None) -> None:
+def file_check(path: Path) -> list:
+    """``[size, checksum]`` of a store file, as the manifest records it."""
+    size = os.stat(path).st_size
+    return [size, _digest(path, size)]
+
+
+def _digest(path: Path, size: int) -> str:
+    """A fast checksum: of the whole file when small, of evenly spaced blocks when large."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        if size <= _HASH_WHOLE:
+            h.update(fh.read())
+        else:
+            for off in np.linspace(0, size - _HASH_BLOCK, _HASH_SAMPLES).astype(np.int64):
+                fh.seek(int(off))
+                h.update(fh.read(_HASH_BLOCK))
+    return h.hexdigest()
+
+
+def _verify_file(path: Path, size: Any, digest: Any) -> None:
+    """A store file must be a regular file (not a link) of the recorded size and checksum.
+
+    A missing file raises FileNotFoundError (a reader may retry: a newer commit removed it).
+    """
     try:
-        size = path.stat().st_size
+        st = os.lstat(path)
     except FileNotFoundError:
         raise
-    if expected is not None and size != int(expected):
-        raise StoreError(f"store file {path} has {size} bytes, the manifest says {expected}; "
+    except OSError as err:
+        raise StoreError(f"store file {path} cannot be read ({err.strerror}); fix: check its "
+                         "permissions, or re-index into a new --store") from err
+    if not stat.S_ISREG(st.st_mode):
+        raise StoreError(f"store file {path} is not a regular file (a link or a directory); "
+                         f"{_DAMAGED}")
+    if size is not None and st.st_size != size:
+        raise StoreError(f"store file {path} has {st.st_size} bytes, the manifest says {size}; "
                          "fix: the store is damaged (truncated or overwritten), re-index into a "
                          "new --store")
+    if digest is not None:
+        try:
+            got = _digest(path, st.st_size)
+        except OSError as err:
+            raise StoreError(f"store file {path} cannot be read ({err.strerror}); fix: check "
+                             "its permissions, or re-index into a new --store") from err
+        if got != digest:
+            raise StoreError(f"store file {path} does not match its checksum in the manifest "
+                             f"(its content changed); {_DAMAGED}")
 
 
 def _load_npy(path: Path, *, mmap: bool = False) -> np.ndarray:
@@ -168,18 +244,82 @@ def _load_npy(path: Path, *, mmap: bool = False) -> np.ndarray:
     except FileNotFoundError:
         raise
     except (ValueError, OSError, EOFError) as err:
-        raise StoreError(f"store file {path} cannot be read ({err}); fix: the store is "
-                         "damaged, re-index into a new --store") from err
+        why = err.strerror if isinstance(err, OSError) and err.strerror else err
+        raise StoreError(f"store file {path} cannot be read ({why}); fix: check its "
+                         "permissions, or re-index into a new --store") from err
+
+
+def _check_manifest(m: dict[str, Any], where: Path) -> None:
+    """Every name a manifest gives is a plain store file name; types are what a store writes."""
+    def bad(what: str) -> StoreError:
+        return StoreError(f"the store manifest {where} {what}; fix: the store is damaged or "
+                          "was not written by streamvid, re-index into a new --store")
+
+    def name_ok(kind: str, name: Any) -> bool:
+        return isinstance(name, str) and _NAMES[kind].fullmatch(name) is not None
+
+    def check_ok(c: Any) -> bool:
+        return (isinstance(c, list) and len(c) == 2 and type(c[0]) is int and c[0] >= 0
+                and isinstance(c[1], str))
+
+    for key in ("generation", "next_id"):
+        if type(m[key]) is not int or m[key] < 0:
+            raise bad(f"has a bad {key!r} ({m[key]!r})")
+    if not isinstance(m["segments"], list) or not isinstance(m["counts"], dict):
+        raise bad("has bad 'segments' or 'counts'")
+    if not isinstance(m["spec"], dict) or not isinstance(m.get("files", {}), dict):
+        raise bad("has a bad 'spec' or 'files'")
+    for key in ("deleted", "centroids", "hnsw"):
+        if m.get(key) is not None and not name_ok(key, m[key]):
+            raise bad(f"names {m[key]!r} as its {key} file, which is not a file name of a store")
+    for name, c in m.get("files", {}).items():
+        if not check_ok(c):
+            raise bad(f"has a bad size/checksum for {name!r}")
+    seen = set()
+    for e in m["segments"]:
+        if not isinstance(e, dict) or not name_ok("segment", e.get("name")) or e["name"] in seen:
+            name = e.get("name") if isinstance(e, dict) else e
+            raise bad(f"names the segment {name!r}, which is not a segment of a store "
+                      "(seg-<number>, inside the store)")
+        seen.add(e["name"])
+        if type(e.get("rows")) is not int or e["rows"] < 0:
+            raise bad(f"has a bad row count for {e['name']}")
+        if not isinstance(e.get("sources"), list) or not all(isinstance(x, str)
+                                                              for x in e["sources"]):
+            raise bad(f"has bad sources for {e['name']}")
+        assign = e.get("assign")
+        if assign is not None and not name_ok("assign", assign):
+            raise bad(f"names {assign!r} as an assignment file of {e['name']}")
+        allowed = _SEG_NAMES | ({assign} if assign else set())
+        for key in ("sizes", "hashes"):
+            d = e.get(key) or {}
+            if not isinstance(d, dict) or not set(d) <= allowed:
+                raise bad(f"has bad {key} for {e['name']}")
+        if not all(type(v) is int and v >= 0 for v in (e.get("sizes") or {}).values()) or \
+                not all(isinstance(v, str) for v in (e.get("hashes") or {}).values()):
+            raise bad(f"has bad sizes or checksums for {e['name']}")
 
 
 def _write_segment(root: Path, name: str, clips: Sequence[ClipMemory], vector_dim: int,
                    text_dim: int, token_dtype: str, ivf: VecIndex | None,
                    qgen: int) -> dict[str, Any]:
-    """Write ``clips`` as segment ``name`` (a temp directory renamed into place)."""
+    """Write ``clips`` as segment ``name`` (a temp directory renamed into place; removed
+    again when writing fails, e.g. on a full disk)."""
     tmp = root / f".tmp-{name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
+    try:
+        return _write_segment_files(root, tmp, name, clips, vector_dim, text_dim, token_dtype,
+                                    ivf, qgen)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_segment_files(root: Path, tmp: Path, name: str, clips: Sequence[ClipMemory],
+                         vector_dim: int, text_dim: int, token_dtype: str, ivf: VecIndex | None,
+                         qgen: int) -> dict[str, Any]:
     n = len(clips)
     sources = sorted({c.source_id for c in clips})
     src_code = {s: i for i, s in enumerate(sources)}
@@ -195,14 +335,12 @@ def _write_segment(root: Path, name: str, clips: Sequence[ClipMemory], vector_di
     counts = np.array([c.n_tokens for c in clips], dtype=np.int64)
     tok_off = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     total = int(tok_off[-1])
-    tokens = np.zeros((total, vector_dim), dtype=np.dtype(token_dtype))
     times = np.zeros(total, np.float32)
     positions = np.full(total, -1, np.int32)
     for i, c in enumerate(clips):
         if c.tokens is None or not c.n_tokens:
             continue
         a, b = tok_off[i], tok_off[i + 1]
-        tokens[a:b] = c.tokens
         times[a:b] = c.token_times if c.token_times is not None else c.keyframe
         if c.token_positions is not None:
             positions[a:b] = c.token_positions
@@ -212,16 +350,34 @@ def _write_segment(root: Path, name: str, clips: Sequence[ClipMemory], vector_di
         "end": np.array([c.end for c in clips], np.float64),
         "source": np.array([src_code[c.source_id] for c in clips], np.int32),
         "level": np.array([c.level for c in clips], np.int16),
-        "tok_off": tok_off, "tokens": tokens, "token_times": times, "token_positions": positions,
+        "tok_off": tok_off, "token_times": times, "token_positions": positions,
     }
     sizes: dict[str, int] = {}
+    hashes: dict[str, str] = {}
+
+    def record(p: Path) -> None:
+        sizes[p.name], hashes[p.name] = file_check(p)
+
     for key, arr in arrays.items():
         p = tmp / f"{key}.npy"
         with open(p, "wb") as fh:
             np.save(fh, arr, allow_pickle=False)
             fh.flush()
             os.fsync(fh.fileno())
-        sizes[f"{key}.npy"] = p.stat().st_size
+        record(p)
+    # tokens, the bulk, are streamed clip by clip: a compaction never holds them all in memory
+    p = tmp / "tokens.npy"
+    dt = np.dtype(token_dtype)
+    with open(p, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": np.lib.format.dtype_to_descr(dt),
+                                                  "fortran_order": False,
+                                                  "shape": (total, vector_dim)})
+        for c in clips:
+            if c.tokens is not None and c.n_tokens:
+                fh.write(np.ascontiguousarray(c.tokens, dtype=dt).tobytes())
+        fh.flush()
+        os.fsync(fh.fileno())
+    record(p)
     meta_lines = []
     for c in clips:
         meta_lines.append(json.dumps({
@@ -235,9 +391,9 @@ def _write_segment(root: Path, name: str, clips: Sequence[ClipMemory], vector_di
         fh.write("\n".join(meta_lines) + ("\n" if meta_lines else ""))
         fh.flush()
         os.fsync(fh.fileno())
-    sizes["meta.jsonl"] = p.stat().st_size
+    record(p)
     entry: dict[str, Any] = {"name": name, "rows": n, "sources": sources, "sizes": sizes,
-                             "assign": None}
+                             "hashes": hashes, "assign": None}
     if ivf is not None and n:
         aname = f"assign-{qgen}.npy"
         pa = tmp / aname
@@ -245,7 +401,7 @@ def _write_segment(root: Path, name: str, clips: Sequence[ClipMemory], vector_di
             np.save(fh, ivf.assign(vectors), allow_pickle=False)
             fh.flush()
             os.fsync(fh.fileno())
-        sizes[aname] = pa.stat().st_size
+        record(pa)
         entry["assign"] = aname
     fsync_dir(tmp)
     os.replace(tmp, root / name)
@@ -277,6 +433,7 @@ class MemoryStore:
         self._dirty = False
         self._previous_manifest: dict[str, Any] | None = None
         self._closed = False
+        self.created = False   # this open() wrote the store's first manifest
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -301,6 +458,7 @@ class MemoryStore:
         if mode != "r":
             path.mkdir(parents=True, exist_ok=True)
             store._acquire_lock()
+            exists = (path / MANIFEST).exists()  # another writer may have created it meanwhile
         try:
             if mode == "w" or not exists:
                 if spec is None:
@@ -309,21 +467,28 @@ class MemoryStore:
                 if mode == "w":
                     store._wipe()
                 store._create(spec)
+                store.created = not exists
             store._load(spec)
             if mode != "r":
                 store._gc()
         except BaseException:
+            if store.created:
+                (path / MANIFEST).unlink(missing_ok=True)
             store._release_lock()
             raise
         return store
 
     def _acquire_lock(self) -> None:
-        fd = os.open(str(self.path / _LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(str(self.path / _LOCK), os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as err:
+            raise StoreError(f"cannot open the store {self.path} for writing ({err.strerror}); "
+                             "fix: check the directory's permissions, or use another --store") from err
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as err:
             os.close(fd)
-            raise StoreError(f"the store {self.path} is being written by another process; fix: "
+            raise StoreBusyError(f"the store {self.path} is being written by another process; fix: "
                              "wait for it to finish, open it read-only (mode 'r'), or use "
                              "another --store") from err
         self._lock_fd = fd
@@ -341,7 +506,7 @@ class MemoryStore:
             if p.name == _LOCK:
                 continue
             if _is_store_file(p.name):
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
+                _remove(p)
 
     def _create(self, spec: StoreSpec) -> None:
         now = time.time()
@@ -363,7 +528,10 @@ class MemoryStore:
         except FileNotFoundError as err:
             raise StoreError(f"no memory store at {self.path} (no {MANIFEST}); fix: pass the "
                              "right --store") from err
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        except OSError as err:
+            raise StoreError(f"the store manifest {p} cannot be read ({err.strerror}); fix: "
+                             "check its permissions, or re-index into a new --store") from err
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise StoreError(f"the store manifest {p} is damaged ({err}); fix: re-index into a "
                              "new --store") from err
         if not isinstance(m, dict) or m.get("format") != FORMAT:
@@ -378,6 +546,7 @@ class MemoryStore:
             if key not in m:
                 raise StoreError(f"the store manifest {p} lacks {key!r}; fix: re-index into a "
                                  "new --store")
+        _check_manifest(m, p)
         return m
 
     def _load(self, spec: StoreSpec | None) -> None:
@@ -391,6 +560,9 @@ class MemoryStore:
             except FileNotFoundError as err:  # a newer commit removed what we were reading
                 last = err
                 time.sleep(0.05)
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+                raise StoreError(f"the store {self.path} has a malformed manifest or file "
+                                 f"({type(err).__name__}: {err}); {_DAMAGED}") from err
         raise StoreError(f"the store {self.path} names a file that does not exist ({last}); "
                          "fix: the store is damaged, re-index into a new --store")
 
@@ -414,18 +586,23 @@ class MemoryStore:
         for entry in m["segments"]:
             old = self._segments.get(entry["name"])
             segs[entry["name"]] = old if old is not None and old.assign_file == entry.get("assign") \
-                else _Segment(self.path, entry)
+                else _Segment(self.path, entry, stored)
+        files = m.get("files") or {}
+
+        def verified(name: str) -> Path:
+            p = self.path / name
+            _verify_file(p, *(files.get(name) or (None, None)))
+            return p
+
         deleted = np.zeros(0, np.int64)
         if m.get("deleted"):
-            deleted = np.asarray(_load_npy(self.path / m["deleted"]), dtype=np.int64)
+            deleted = np.asarray(_load_npy(verified(m["deleted"])), dtype=np.int64)
         centroids = None
         if m.get("centroids"):
-            centroids = np.asarray(_load_npy(self.path / m["centroids"]), dtype=np.float32)
+            centroids = np.asarray(_load_npy(verified(m["centroids"])), dtype=np.float32)
         hnsw_index = None
         if m.get("hnsw") and not keep_index:
-            p = self.path / m["hnsw"]
-            if not p.exists():
-                raise FileNotFoundError(str(p))
+            p = verified(m["hnsw"])
             try:
                 hnsw_index = faiss.read_index(str(p))
             except RuntimeError as err:
@@ -832,7 +1009,9 @@ class MemoryStore:
         for e in segments:
             size += sum(int(v) for v in e["sizes"].values())
         counts["bytes"] = size
-        m.update({"generation": gen, "next_id": self._next_id, "segments": segments,
+        files = {name: file_check(self.path / name)
+                 for name in (deleted_name, centroids_name if use_ivf else None, hnsw_name) if name}
+        m.update({"generation": gen, "next_id": self._next_id, "segments": segments, "files": files,
                   "deleted": deleted_name, "centroids": centroids_name if use_ivf else None,
                   "qgen": qgen, "hnsw": hnsw_name, "committed": time.time(),
                   "sources": sources, "counts": counts,
@@ -876,10 +1055,7 @@ class MemoryStore:
                     keep.add(m[key])
         for p in self.path.iterdir():
             if _is_store_file(p.name) and p.name != MANIFEST and p.name not in keep:
-                try:
-                    shutil.rmtree(p) if p.is_dir() else p.unlink()
-                except FileNotFoundError:
-                    pass
+                _remove(p)
         # stale assign files inside kept segments
         for e in self._manifest.get("segments", []):
             seg_dir = self.path / e["name"]
@@ -926,6 +1102,17 @@ class MemoryStore:
     def __repr__(self) -> str:
         return (f"MemoryStore({str(self.path)!r}, mode={self.mode!r}, clips={len(self)}, "
                 f"generation={self._manifest.get('generation')})")
+
+
+def _remove(p: Path) -> None:
+    """Remove a store file or directory; a link is removed, never followed."""
+    try:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    except FileNotFoundError:
+        pass
 
 
 def _is_store_file(name: str) -> bool:

@@ -3,12 +3,15 @@
 The stages run in one direction — source -> feature cache -> keyframes -> pruner -> clip
 builder -> store — each a push/flush stage, so the same loop serves a file (flushed at the
 end) and a live stream (committed every ``memory.commit_every`` seconds until stopped).
+A file is committed every ``memory.commit_clips`` clips, so memory stays flat on any length
+and a killed run keeps every clip committed before it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
 import threading
 import time
@@ -129,6 +132,7 @@ class Indexer:
         self._frames: dict[int, Frame] = {}
         self._descriptions: dict[int, Any] = {}
         self._pending: list[ClipMemory] = []
+        self.clips_built = 0
         self.summary_counts: dict[str, float] = defaultdict(float)
 
     # ------------------------------------------------------------------ stages
@@ -198,7 +202,10 @@ class Indexer:
             self._to_memory(clips)
 
     def _to_memory(self, clips) -> None:
+        for c in clips:
+            log.debug("clip built: %s %.2f-%.2f s", c.source_id, c.start, c.end)
         self._pending.extend(clips)
+        self.clips_built += len(clips)
         if len(self._pending) >= 32:
             self.add_pending()
 
@@ -243,14 +250,19 @@ def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Mode
                 on_commit: Callable[[IndexSummary], None] | None = None) -> IndexSummary:
     """Index ``uri`` into the store at ``store_dir`` (created if missing, else extended).
 
-    A file is committed once at the end; a live source every ``memory.commit_every``
-    seconds, until it ends, ``source.duration`` is reached, ``stop`` is set or Ctrl-C.
-    A store created by this call is removed again if indexing fails before its first commit.
+    A file is committed every ``memory.commit_clips`` clips and at the end; a live source
+    every ``memory.commit_every`` seconds, until it ends, ``source.duration`` is reached,
+    ``stop`` is set or Ctrl-C. When this call created the store and fails (or is interrupted)
+    before its first commit, it removes exactly what it added: a directory that held other
+    files is left as it was, and a run that lost the race for the store's lock removes nothing.
     """
-    from memory.store import MemoryStore
+    from memory.store import MemoryStore, StoreBusyError
     from streamvid.sources import open_source
 
     store_dir = Path(store_dir)
+    # recorded before anything is written, so a failed run can undo exactly its own work
+    before = _entries(store_dir)
+    made = _missing_dirs(store_dir)
     models = models or Models(config)
     timer = _Timer()
     t = time.perf_counter()
@@ -264,15 +276,23 @@ def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Mode
     sid = source_id or source.source_id or str(uri)  # sources name themselves (file name, URI)
     if source.is_live and not source_id:
         sid = f"{sid}@{time.strftime('%Y-%m-%dT%H:%M:%S')}"
-    existed = (store_dir / "manifest.json").exists()
-    if existed:
-        check_same_config(store_dir, config)
+    mcfg = config.memory
     committed = False
+    undo = False       # True once this run holds the lock on a store it created itself
     store = None
     summary = IndexSummary(source_id=sid, store=str(store_dir), load_seconds=load_seconds)
     try:
+        if (store_dir / "manifest.json").exists():
+            check_same_config(store_dir, config)
         spec = models.store_spec()
-        store = MemoryStore.open(store_dir, spec, mode="a", config=config.memory)
+        try:
+            store = MemoryStore.open(store_dir, spec, mode="a", config=mcfg)
+        except StoreBusyError:
+            raise  # another process owns the store: touch nothing
+        except BaseException:
+            undo = not (store_dir / "manifest.json").exists()
+            raise
+        undo = store.created
         if sid in store.sources():
             raise StoreError(
                 f"{sid!r} is already in the store {store_dir}; fix: pass --source-id NAME to "
@@ -285,6 +305,20 @@ def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Mode
         last_commit = time.monotonic()
         last_pts = 0.0
         first_pts: float | None = None
+        clips_at_commit = 0
+
+        def commit() -> None:
+            nonlocal committed, last_commit, clips_at_commit
+            indexer.add_pending()
+            t = time.perf_counter()
+            store.commit()
+            committed = True
+            timer.add("memory", t)
+            last_commit = time.monotonic()
+            clips_at_commit = indexer.clips_built
+            log.info("committed %d clips of %s (generation %d)", clips_at_commit, sid,
+                     store.generation)
+
         try:
             it = iter(source)
             while True:
@@ -307,13 +341,13 @@ def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Mode
                 else:
                     bar.update(round(frame.pts - last_pts, 3))
                 last_pts = frame.pts
-                if source.is_live and time.monotonic() - last_commit >= config.memory.commit_every:
-                    indexer.add_pending()
-                    t = time.perf_counter()
-                    store.commit()
-                    committed = True
-                    timer.add("memory", t)
-                    last_commit = time.monotonic()
+                if source.is_live:
+                    due = time.monotonic() - last_commit >= mcfg.commit_every
+                else:
+                    due = bool(mcfg.commit_clips) and \
+                        indexer.clips_built - clips_at_commit >= mcfg.commit_clips
+                if due:
+                    commit()
                     if on_commit is not None:
                         on_commit(_fill(summary, indexer, source, timer, t_start, first_pts, last_pts))
         except KeyboardInterrupt:
@@ -324,10 +358,7 @@ def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Mode
         finally:
             bar.close()
         indexer.flush()
-        t = time.perf_counter()
-        store.commit()
-        committed = True
-        timer.add("memory", t)
+        commit()
         _fill(summary, indexer, source, timer, t_start, first_pts, last_pts)
         if on_commit is not None:
             on_commit(summary)
@@ -336,13 +367,52 @@ def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Mode
         if store is not None:
             store.close()
             store = None
-        if not existed and not committed and store_dir.exists():
-            shutil.rmtree(store_dir, ignore_errors=True)
+        if undo and not committed:
+            _remove_added(store_dir, before, made)
         raise
     finally:
         source.close()
         if store is not None:
             store.close()
+
+
+def _entries(path: Path) -> set[str] | None:
+    """Names in the directory ``path`` (None when it is not a directory)."""
+    try:
+        return set(os.listdir(path))
+    except OSError:
+        return None
+
+
+def _missing_dirs(path: Path) -> list[Path]:
+    """``path`` and its ancestors that do not exist yet, deepest first."""
+    out = []
+    p = path.absolute()
+    while not p.exists() and p != p.parent:
+        out.append(p)
+        p = p.parent
+    return out
+
+
+def _remove_added(store_dir: Path, before: set[str] | None, made: list[Path]) -> None:
+    """Remove what a failed run added to ``store_dir``: entries not there before, and the
+    directories it created (only when they are empty then)."""
+    for name in sorted(_entries(store_dir) or ()):
+        if before is not None and name in before:
+            continue
+        p = store_dir / name
+        try:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        except FileNotFoundError:
+            pass
+    for d in made:
+        try:
+            d.rmdir()
+        except OSError:
+            break
 
 
 def _fill(summary: IndexSummary, indexer: Indexer, source, timer: _Timer, t_start: float,

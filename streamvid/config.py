@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -61,6 +62,9 @@ def _coerce(val: Any, hint: Any, where: str) -> Any:
     if hint is float:
         if isinstance(val, bool) or not isinstance(val, (int, float)):
             raise ConfigError(f"config {where}: expected a number, got {val!r}")
+        if not math.isfinite(val):
+            raise ConfigError(f"config {where}: expected a finite number, got {val!r}; "
+                              "fix: give a plain number (nan and inf are not values)")
         return float(val)
     if hint is int:
         if isinstance(val, bool) or not isinstance(val, int):
@@ -177,6 +181,7 @@ class MemoryConfig(_Section):
     capacity_bytes: int = _f(0, "bound on stored bytes (0 = unbounded)", min=0)
     token_dtype: str = _f("float16", "dtype of stored tokens", choices=("float16", "float32"))
     commit_every: float = _f(30.0, "live indexing: commit at least this often (s)", min=0.0)
+    commit_clips: int = _f(100, "file indexing: commit after this many new clips, so memory stays flat on any length and a killed run loses at most this many (0 = once, at the end)", min=0)
     nprobe: int = _f(48, "ivf: lists visited per search (recall against speed)", min=1)
     ef_search: int = _f(128, "hnsw: candidate list size per search (recall against speed)", min=1)
     hnsw_m: int = _f(32, "hnsw: graph neighbours per node", min=4, max=256)
@@ -271,9 +276,16 @@ class Config:
             if not p.is_file():
                 raise ConfigError(f"config file {p} does not exist; fix: pass an existing YAML file (see configs/)")
             try:
-                data = yaml.safe_load(p.read_text()) or {}
+                data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
             except yaml.YAMLError as err:
-                raise ConfigError(f"config file {p} is not valid YAML: {err}".splitlines()[0]) from err
+                raise ConfigError(f"config file {p} is not valid YAML: {err}".splitlines()[0]
+                                  + "; fix: correct the YAML (see configs/lite.yaml)") from err
+            except UnicodeDecodeError as err:
+                raise ConfigError(f"config file {p} is not UTF-8 text (byte {err.start}); fix: "
+                                  "pass a YAML file (see configs/lite.yaml)") from err
+            except OSError as err:
+                raise ConfigError(f"config file {p} cannot be read ({err.strerror}); fix: check "
+                                  "its permissions") from err
             if not isinstance(data, dict):
                 raise ConfigError(f"config file {p}: expected a mapping of sections, got {type(data).__name__}")
         for key, val in (overrides or {}).items():

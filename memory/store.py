@@ -61,6 +61,7 @@ _SEG_FILES = ("ids", "vectors", "text_vectors", "has_text", "start", "end", "sou
 _NAMES = {"segment": re.compile(r"seg-\d{8,}"), "deleted": re.compile(r"deleted-\d{8,}\.npy"),
           "centroids": re.compile(r"centroids-\d+\.npy"), "hnsw": re.compile(r"hnsw-\d{8,}\.faiss"),
           "assign": re.compile(r"assign-\d+\.npy")}
+_ATTACHABLE = frozenset({"config.yaml"})  # files a pipeline keeps beside the store (attach())
 _SEG_NAMES = frozenset([f"{k}.npy" for k in _SEG_FILES] + ["meta.jsonl"])
 _HASH_WHOLE = 1 << 20      # files up to this size are hashed whole
 _HASH_SAMPLES = 16         # larger ones: this many evenly spaced blocks ...
@@ -273,6 +274,9 @@ def _check_manifest(m: dict[str, Any], where: Path) -> None:
         if m.get(key) is not None and not name_ok(key, m[key]):
             raise bad(f"names {m[key]!r} as its {key} file, which is not a file name of a store")
     for name, c in m.get("files", {}).items():
+        if not (name in _ATTACHABLE or any(name_ok(k, name) for k in ("deleted", "centroids",
+                                                                           "hnsw"))):
+            raise bad(f"records the file {name!r}, which is not a file name of a store")
         if not check_ok(c):
             raise bad(f"has a bad size/checksum for {name!r}")
     seen = set()
@@ -434,6 +438,7 @@ class MemoryStore:
         self._previous_manifest: dict[str, Any] | None = None
         self._closed = False
         self.created = False   # this open() wrote the store's first manifest
+        self._attached: set[str] = set()
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -469,8 +474,8 @@ class MemoryStore:
                 store._create(spec)
                 store.created = not exists
             store._load(spec)
-            if mode != "r":
-                store._gc()
+            if mode != "r" and not store.created:  # a new store has nothing to tidy (and a
+                store._gc()                         # directory's own files are not ours)
         except BaseException:
             if store.created:
                 (path / MANIFEST).unlink(missing_ok=True)
@@ -573,15 +578,9 @@ class MemoryStore:
         except (KeyError, TypeError, ValueError) as err:
             raise StoreError(f"the store manifest {self.path / MANIFEST} has a bad spec ({err}); "
                              "fix: re-index into a new --store") from err
-        if spec is not None:
-            for key in ("encoder_id", "vector_dim", "text_id", "text_dim"):
-                a, b = getattr(stored, key), getattr(spec, key)
-                if a != b:
-                    raise StoreError(
-                        f"the store {self.path} was built with {key}={a!r}, but the current "
-                        f"models have {key}={b!r}; fix: use another --store for these models, "
-                        "or re-index the videos into this one with mode 'w'")
         self.spec = stored
+        if spec is not None:
+            self.check_spec(spec)
         segs: dict[str, _Segment] = {}
         for entry in m["segments"]:
             old = self._segments.get(entry["name"])
@@ -594,6 +593,8 @@ class MemoryStore:
             _verify_file(p, *(files.get(name) or (None, None)))
             return p
 
+        for name in _ATTACHABLE & set(files):
+            verified(name)
         deleted = np.zeros(0, np.int64)
         if m.get("deleted"):
             deleted = np.asarray(_load_npy(verified(m["deleted"])), dtype=np.int64)
@@ -682,6 +683,16 @@ class MemoryStore:
                 self._tindex.add(seg.ids[r], np.asarray(seg.text_vectors[r]))
         for cid, c in self._pending.items():
             self._index_pending(c)
+
+    def check_spec(self, spec: StoreSpec) -> None:
+        """Raise :class:`StoreError` unless ``spec``'s models are the ones the store holds."""
+        for key in ("encoder_id", "vector_dim", "text_id", "text_dim"):
+            a, b = getattr(self.spec, key), getattr(spec, key)
+            if a != b:
+                raise StoreError(
+                    f"the store {self.path} was built with {key}={a!r}, but the current "
+                    f"models have {key}={b!r}; fix: use another --store for these models, "
+                    "or re-index the videos into this one with mode 'w'")
 
     def _index_kind_for(self, n: int, centroids: np.ndarray | None, hnsw_index: Any) -> str:
         want = self.config.index
@@ -1011,6 +1022,9 @@ class MemoryStore:
         counts["bytes"] = size
         files = {name: file_check(self.path / name)
                  for name in (deleted_name, centroids_name if use_ivf else None, hnsw_name) if name}
+        for name in _ATTACHABLE & (self._attached | set(m.get("files") or {})):
+            if (self.path / name).is_file():
+                files[name] = file_check(self.path / name)
         m.update({"generation": gen, "next_id": self._next_id, "segments": segments, "files": files,
                   "deleted": deleted_name, "centroids": centroids_name if use_ivf else None,
                   "qgen": qgen, "hnsw": hnsw_name, "committed": time.time(),
@@ -1026,6 +1040,16 @@ class MemoryStore:
             hnsw_name is None or self._vindex.kind == "hnsw")
         self._load_manifest(m, None, keep_index=keep)
         self._gc()
+
+    def attach(self, name: str) -> None:
+        """Record ``name`` (a file the caller keeps in the store directory, e.g. the config it
+        was built with) in the manifest at each commit, so it is verified like the data."""
+        if name not in _ATTACHABLE:
+            raise StoreError(f"cannot attach {name!r} to the store {self.path}; attachable: "
+                             f"{', '.join(sorted(_ATTACHABLE))}")
+        self._writable()
+        self._attached.add(name)
+        self._dirty = True
 
     def _write_hnsw(self, name: str) -> None:
         """Write the HNSW graph of the live clips (rebuilt when many were removed)."""
@@ -1115,9 +1139,15 @@ def _remove(p: Path) -> None:
         pass
 
 
+_TEMP_NAME = re.compile(r"\.tmp-seg-\d{8,}-\d+|\.(manifest\.json|deleted-\d{8,}\.npy|"
+                        r"centroids-\d+\.npy|hnsw-\d{8,}\.faiss)\.\w+\.tmp")
+
+
 def _is_store_file(name: str) -> bool:
-    return (name == MANIFEST or name.startswith(("seg-", "deleted-", "centroids-", "hnsw-",
-                                                 ".tmp-seg-", f".{MANIFEST}.")))
+    """A name the store writes (other files in its directory are never touched)."""
+    return (name == MANIFEST or any(_NAMES[k].fullmatch(name) for k in
+                                    ("segment", "deleted", "centroids", "hnsw"))
+            or _TEMP_NAME.fullmatch(name) is not None)
 
 
 def clip_bytes(c: ClipMemory, token_bytes: int = 2) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from streamvid.config import Config
-from streamvid.errors import QueryError, StoreError
+from streamvid.errors import ModelError, QueryError, StoreError
 from streamvid.io import file_digest
 from streamvid.types import Answer, Context, Question
 
@@ -19,10 +19,19 @@ from .models import INDEX_SECTIONS, Models
 
 log = logging.getLogger(__name__)
 
+MAX_QUERY_PIXELS = 50_000_000   # a query picture larger than this is refused before decoding
+MIN_QUERY_SIDE = 16             # ... one smaller than this on a side has nothing to match
+MIN_QUERY_STD = 2.0             # ... and one this plain (std of its opaque pixels, 0-255) too
+
 
 def load_image(path: str | Path) -> np.ndarray:
     """An image file as upright uint8 ``[H, W, 3]`` RGB, or ``[H, W, 4]`` RGBA when it has
-    transparent pixels (a cut-out: retrieval looks for the opaque part only)."""
+    transparent pixels (a cut-out: retrieval looks for the opaque part only).
+
+    Pictures over :data:`MAX_QUERY_PIXELS` are refused before they are decoded; pictures too
+    small or too plain to match anything (one flat colour) are refused with a message that
+    says so, rather than answered with a meaningless moment.
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     p = Path(path)
@@ -30,15 +39,75 @@ def load_image(path: str | Path) -> np.ndarray:
         raise QueryError(f"image query {p} does not exist; fix: pass the path of a PNG or JPEG file")
     try:
         with Image.open(p) as im:
+            w, h = im.size
+            if w * h > MAX_QUERY_PIXELS:
+                raise QueryError(f"image query {p} is {w}x{h} pixels, more than the "
+                                 f"{MAX_QUERY_PIXELS // 1_000_000} megapixels a query picture "
+                                 "may have; fix: shrink it (a query needs no more than ~1000 "
+                                 "pixels a side)")
             im = ImageOps.exif_transpose(im)
             if im.mode in ("RGBA", "LA", "P"):
                 rgba = np.asarray(im.convert("RGBA"), dtype=np.uint8)
-                if (rgba[..., 3] < 255).any():
-                    return np.ascontiguousarray(rgba)
-            return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
+                img = rgba if (rgba[..., 3] < 255).any() else rgba[..., :3]
+            else:
+                img = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except Image.DecompressionBombError as err:
+        raise QueryError(f"image query {p} is too large to open safely ({err}); fix: shrink "
+                         "it") from err
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise QueryError(f"image query {p} cannot be read as an image ({err.__class__.__name__}); "
                          f"fix: pass a PNG or JPEG file") from err
+    _check_matchable(img, p)
+    return np.ascontiguousarray(img)
+
+
+def _check_matchable(img: np.ndarray, p: Path) -> None:
+    """Refuse a picture too small or too plain for a visual match to mean anything."""
+    h, w = img.shape[:2]
+    if min(h, w) < MIN_QUERY_SIDE:
+        raise QueryError(f"image query {p} is {w}x{h} pixels, too small to match anything; "
+                         f"fix: pass a picture at least {MIN_QUERY_SIDE} pixels on each side")
+    rgb = img[..., :3]
+    if img.shape[-1] == 4:
+        opaque = img[..., 3] >= 128
+        if opaque.sum() < MIN_QUERY_SIDE * MIN_QUERY_SIDE:
+            raise QueryError(f"image query {p} is almost entirely transparent, nothing to match; "
+                             "fix: pass a picture of the thing to find")
+        rgb = rgb[opaque]
+    if float(rgb.reshape(-1, 3).astype(np.float32).std(axis=0).max()) < MIN_QUERY_STD:
+        raise QueryError(f"image query {p} is one flat colour, too plain to match anything; "
+                         "fix: pass a picture of the thing to find")
+
+
+def require_local_models(config: Config, store_dir: Path) -> None:
+    """Opening a store never downloads: a hub model it names must already be on this machine.
+
+    Raises :class:`ModelError` naming the model and the two fixes.
+    """
+    named = []
+    if config.encoder.name == "hf" and config.encoder.model:
+        named.append(("encoder.model", config.encoder.model))
+    if config.text.model != "minilm":
+        named.append(("text.model", config.text.model))
+    for key, model in named:
+        if Path(model).exists() or _in_hub_cache(model):
+            continue
+        raise ModelError(
+            f"the store {store_dir} names the hub model {model!r} ({key}), which is not on this "
+            f"machine, and opening a store never downloads; fix: download it yourself (e.g. "
+            f"`huggingface-cli download {model}`) if you trust it, or pass --allow-download")
+
+
+def _in_hub_cache(model: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - comes with transformers
+        return False
+    try:
+        got = try_to_load_from_cache(model, "config.json")
+    except ValueError:  # not a valid repo id
+        return False
+    return isinstance(got, str)
 
 
 def store_config(store_dir: str | Path) -> Config:
@@ -61,7 +130,7 @@ class Asker:
     """Answers questions against one store; reuse it for many questions."""
 
     def __init__(self, store_dir: str | Path, config: Config | None = None, *,
-                 models: Models | None = None):
+                 models: Models | None = None, allow_download: bool = False):
         from memory.retrieval import Retriever
         from memory.store import MemoryStore
 
@@ -70,9 +139,16 @@ class Asker:
             raise StoreError(f"no store at {self.store_dir}; fix: build one with "
                              f"`streamvid index VIDEO --store {self.store_dir}`")
         self.config = merge_query_config(store_config(self.store_dir), config)
-        self.models = models or Models(self.config)
-        self.store = MemoryStore.open(self.store_dir, self.models.store_spec(), mode="r",
-                                      config=self.config.memory)
+        if models is None and not allow_download:
+            require_local_models(self.config, self.store_dir)
+        # the store's files are checked before any model loads: a damaged store fails fast
+        self.store = MemoryStore.open(self.store_dir, None, mode="r", config=self.config.memory)
+        try:
+            self.models = models or Models(self.config, allow_download=allow_download)
+            self.store.check_spec(self.models.store_spec())
+        except BaseException:
+            self.store.close()
+            raise
         self.retriever = Retriever(self.store, self.config.retrieval,
                                    text_encoder=self.models.text_encoder,
                                    vision_encoder=self.models.encoder)

@@ -1,12 +1,15 @@
 """The ``streamvid`` command line: index, ask, live, niah, demo.
 
-Errors that streamvid raises on purpose (:class:`StreamvidError`) print one line and exit 1;
+Every failure — a :class:`StreamvidError`, a usage error, an OS error (permissions, a full
+disk), undecodable input — prints one ``error: … fix: …`` line and exits 1 (:func:`main`);
 ``STREAMVID_DEBUG=1`` shows the traceback. ``--json`` prints exactly one JSON object.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
+import io
 import json
 import logging
 import os
@@ -34,8 +37,18 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. --set retrieval.top_k=8")
-        out[key.strip()] = yaml.safe_load(raw)
+        try:
+            out[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML "
+                              f"({str(err).splitlines()[0]}); fix: quote it, e.g. "
+                              f"--set '{key.strip()}=\"...\"'") from err
     return out
+
+
+def clean_text(text: str) -> str:
+    """Command-line or stdin text with undecodable bytes replaced (U+FFFD), never an error."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def load_config(path: str | None, sets: tuple[str, ...] = (), **flags: Any) -> Config:
@@ -128,11 +141,12 @@ def index(ctx: click.Context, video: str, store: str, config_path: str | None, s
 @click.option("--top-k", type=click.IntRange(1, 1000), default=None, help="Moments returned (default 5).")
 @click.option("--budget", type=click.IntRange(1), default=None, help="Visual token budget of the context.")
 @with_config
+@click.option("--allow-download", is_flag=True, help="Let a store that names a hub model download it (opening a store never downloads otherwise).")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object.")
 @click.pass_context
 def ask(ctx: click.Context, args: tuple[str, ...], store: str | None, image: str | None,
         top_k: int | None, budget: int | None, config_path: str | None, sets: tuple[str, ...],
-        as_json: bool) -> None:
+        allow_download: bool, as_json: bool) -> None:
     """Ask a question: `ask --store DIR "QUESTION"` or `ask VIDEO "QUESTION"` (indexes first, cached)."""
     from .ask import Asker, cached_store_dir, load_image
 
@@ -145,7 +159,7 @@ def ask(ctx: click.Context, args: tuple[str, ...], store: str | None, image: str
         video, rest = None, args
     if len(rest) > 1:
         raise click.UsageError(f"expected one QUESTION, got {len(rest)} words; quote the question")
-    text = rest[0] if rest else ""
+    text = clean_text(rest[0]) if rest else ""
     img = load_image(image) if image else None
     if not text.strip() and img is None:
         raise click.UsageError("give a QUESTION, --image PATH, or both")
@@ -163,7 +177,7 @@ def ask(ctx: click.Context, args: tuple[str, ...], store: str | None, image: str
             if not as_json:
                 click.echo(summary.lines()[0], err=True)
         store = str(store_dir)
-    with Asker(store, user_cfg) as asker:
+    with Asker(store, user_cfg, allow_download=allow_download) as asker:
         ans = asker.ask(question, top_k=top_k, budget=budget)
     if timings:
         ans = Answer(ans.answer, ans.evidence, {**timings, **ans.timings})
@@ -186,6 +200,8 @@ def live(ctx: click.Context, uri: str, store: str, config_path: str | None, sets
 
     One question per line; a line starting with `image:` names an image query. The store is
     committed every memory.commit_every seconds, so answers cover what was seen until then.
+    A question that cannot be asked (an unreadable image) is answered with an `error:` line
+    and the session goes on.
     """
     from .ask import Asker, load_image
     from .index import index_video
@@ -211,20 +227,25 @@ def live(ctx: click.Context, uri: str, store: str, config_path: str | None, sets
     worker = threading.Thread(target=run, name="streamvid-live", daemon=True)
     worker.start()
     click.echo(f"ingesting {uri}; type a question per line (Ctrl-D ends input, Ctrl-C stops)", err=True)
+    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace") \
+        if hasattr(sys.stdin, "buffer") else sys.stdin
     try:
-        for line in sys.stdin:
+        for line in stdin:
             line = line.strip()
             if not line:
                 continue
             ready.wait()
             if "error" in result:
                 break
-            if line.startswith("image:"):
-                q = Question(image=load_image(line[6:].strip()), image_path=line[6:].strip())
-            else:
-                q = Question(text=line)
-            with Asker(store, cfg) as asker:
-                _print_answer(asker.ask(q, top_k=top_k), as_json)
+            try:
+                if line.startswith("image:"):
+                    q = Question(image=load_image(line[6:].strip()), image_path=line[6:].strip())
+                else:
+                    q = Question(text=line)
+                with Asker(store, cfg) as asker:
+                    _print_answer(asker.ask(q, top_k=top_k), as_json)
+            except StreamvidError as err:  # one bad question does not end the session
+                click.echo(error_line(err), err=True)
         while worker.is_alive():
             worker.join(0.5)
     except KeyboardInterrupt:
@@ -271,26 +292,64 @@ def _register_optional() -> None:
 _register_optional()
 
 
+def _os_error_line(err: OSError) -> str:
+    name = err.filename if err.filename is not None else "a file"
+    why = err.strerror or type(err).__name__
+    if err.errno == errno.ENOSPC:
+        return (f"no space left on the device while writing {name}; what was committed before "
+                "is intact; fix: free disk space (or use a --store on another disk) and run again")
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied: {name}; fix: check the permissions of {name}"
+    if err.errno == errno.EROFS:
+        return f"{name} is on a read-only file system; fix: use a writable --store"
+    return f"{why}: {name}; fix: check the path {name}"
+
+
+def error_line(err: BaseException) -> str:
+    """The one ``error: … fix: …`` line that stands for a failure."""
+    from PIL import Image
+
+    if isinstance(err, click.ClickException):
+        msg = err.format_message()
+        ctx = getattr(err, "ctx", None)
+        cmd = ctx.command_path if ctx is not None else "streamvid"
+        msg = f"{msg}; fix: see `{cmd} --help`"
+    elif isinstance(err, StreamvidError):
+        msg = str(err)
+    elif isinstance(err, OSError):
+        msg = _os_error_line(err)
+    elif isinstance(err, UnicodeError):
+        msg = (f"input is not valid UTF-8 text ({err}); fix: pass UTF-8 text (files: re-save "
+               "them as UTF-8)")
+    elif isinstance(err, Image.DecompressionBombError):
+        msg = f"an image is too large to open safely ({err}); fix: shrink it"
+    elif isinstance(err, MemoryError):
+        msg = "out of memory; fix: use a smaller input or close other programs"
+    else:
+        msg = f"unexpected {type(err).__name__}: {err}"
+    if "fix:" not in msg:
+        msg += "; fix: run again with STREAMVID_DEBUG=1 to see where it failed"
+    return "error: " + " ".join(msg.split())
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the CLI, turning a StreamvidError into one line and exit code 1."""
+    """Entry point: run the CLI. Every failure is one ``error:`` line and exit code 1
+    (Ctrl-C: 130); ``STREAMVID_DEBUG=1`` adds the traceback."""
     try:
         cli.main(args=argv, prog_name="streamvid", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130
-    except click.ClickException as err:
-        err.show()
-        return err.exit_code
     except click.exceptions.Exit as err:
         return err.exit_code
-    except StreamvidError as err:
-        if os.environ.get("STREAMVID_DEBUG") == "1":
-            traceback.print_exc()
-        click.echo(f"error: {err}", err=True)
-        return 1
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130
+    except Exception as err:  # the one place failures become a line and an exit code
+        if os.environ.get("STREAMVID_DEBUG") == "1":
+            traceback.print_exc()
+        click.echo(error_line(err), err=True)
+        return 1
     return 0
 
 

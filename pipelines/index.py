@@ -111,9 +111,14 @@ class _Timer:
 
 
 class Indexer:
-    """Runs the indexing stages for one source into an open store."""
+    """Runs the indexing stages for one source into an open store.
 
-    def __init__(self, config: Config, store, models: Models, source_id: str, timer: _Timer):
+    With ``commit_clips`` > 0 the store is committed as soon as that many clips were built
+    since the last commit (files), so a kill loses fewer than that many.
+    """
+
+    def __init__(self, config: Config, store, models: Models, source_id: str, timer: _Timer,
+                 *, commit_clips: int = 0):
         from streamvid.cache import create_cache
         from streamvid.compress import create_clip_builder, create_keyframe_selector, create_pruner
 
@@ -133,6 +138,9 @@ class Indexer:
         self._descriptions: dict[int, Any] = {}
         self._pending: list[ClipMemory] = []
         self.clips_built = 0
+        self.clips_committed = 0
+        self.commits = 0
+        self.commit_clips = commit_clips
         self.summary_counts: dict[str, float] = defaultdict(float)
 
     # ------------------------------------------------------------------ stages
@@ -208,6 +216,19 @@ class Indexer:
         self.clips_built += len(clips)
         if len(self._pending) >= 32:
             self.add_pending()
+        if self.commit_clips and self.clips_built - self.clips_committed >= self.commit_clips:
+            self.commit()
+
+    def commit(self) -> None:
+        """Add the pending clips and commit the store (durable, visible to readers)."""
+        self.add_pending()
+        t = time.perf_counter()
+        self.store.commit()
+        self.timer.add("memory", t)
+        self.commits += 1
+        self.clips_committed = self.clips_built
+        log.info("committed %d clips (generation %d)", self.clips_committed,
+                 self.store.generation)
 
     def _with_local_labels(self, clip: ClipMemory) -> ClipMemory:
         """Add the labels of the clip's kept tokens (small objects) to its description."""
@@ -277,13 +298,16 @@ def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Mode
     if source.is_live and not source_id:
         sid = f"{sid}@{time.strftime('%Y-%m-%dT%H:%M:%S')}"
     mcfg = config.memory
-    committed = False
+    indexer = None
     undo = False       # True once this run holds the lock on a store it created itself
     store = None
     summary = IndexSummary(source_id=sid, store=str(store_dir), load_seconds=load_seconds)
     try:
         if (store_dir / "manifest.json").exists():
             check_same_config(store_dir, config)
+        elif (store_dir / "config.yaml").exists():
+            raise StoreError(f"{store_dir} holds a config.yaml but no store, and indexing would "
+                             "overwrite it; fix: pass another (new or empty) --store directory")
         spec = models.store_spec()
         try:
             store = MemoryStore.open(store_dir, spec, mode="a", config=mcfg)
@@ -298,27 +322,15 @@ def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Mode
                 f"{sid!r} is already in the store {store_dir}; fix: pass --source-id NAME to "
                 f"index it again under another name, or use a new --store")
         config.save(store_dir / "config.yaml")
-        indexer = Indexer(config, store, models, sid, timer)
+        store.attach("config.yaml")  # its checksum goes into the manifest with the next commit
+        indexer = Indexer(config, store, models, sid, timer,
+                          commit_clips=0 if source.is_live else mcfg.commit_clips)
         total = source.duration
         bar = make_progress(total=round(total, 1) if total else None, desc=f"indexing {sid}",
                             unit="s", enabled=progress)
         last_commit = time.monotonic()
         last_pts = 0.0
         first_pts: float | None = None
-        clips_at_commit = 0
-
-        def commit() -> None:
-            nonlocal committed, last_commit, clips_at_commit
-            indexer.add_pending()
-            t = time.perf_counter()
-            store.commit()
-            committed = True
-            timer.add("memory", t)
-            last_commit = time.monotonic()
-            clips_at_commit = indexer.clips_built
-            log.info("committed %d clips of %s (generation %d)", clips_at_commit, sid,
-                     store.generation)
-
         try:
             it = iter(source)
             while True:
@@ -341,13 +353,9 @@ def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Mode
                 else:
                     bar.update(round(frame.pts - last_pts, 3))
                 last_pts = frame.pts
-                if source.is_live:
-                    due = time.monotonic() - last_commit >= mcfg.commit_every
-                else:
-                    due = bool(mcfg.commit_clips) and \
-                        indexer.clips_built - clips_at_commit >= mcfg.commit_clips
-                if due:
-                    commit()
+                if source.is_live and time.monotonic() - last_commit >= mcfg.commit_every:
+                    indexer.commit()
+                    last_commit = time.monotonic()
                     if on_commit is not None:
                         on_commit(_fill(summary, indexer, source, timer, t_start, first_pts, last_pts))
         except KeyboardInterrupt:
@@ -358,7 +366,7 @@ def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Mode
         finally:
             bar.close()
         indexer.flush()
-        commit()
+        indexer.commit()
         _fill(summary, indexer, source, timer, t_start, first_pts, last_pts)
         if on_commit is not None:
             on_commit(summary)
@@ -367,7 +375,7 @@ def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Mode
         if store is not None:
             store.close()
             store = None
-        if undo and not committed:
+        if undo and not (indexer is not None and indexer.commits):
             _remove_added(store_dir, before, made)
         raise
     finally:

@@ -26,8 +26,11 @@ def _quiet_transformers() -> None:
 class Models:
     """Lazily built encoder, text encoder and describer for one :class:`Config`."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, *, allow_download: bool = True):
+        """``allow_download=False``: hub models named by ``config`` load only from the local
+        cache (a store's config never starts a download)."""
         self.config = config
+        self.allow_download = allow_download
         self._encoder: Any = None
         self._text: Any = None
         self._describer: Any = None
@@ -37,7 +40,8 @@ class Models:
         if self._encoder is None:
             from streamvid.encoders import create_encoder
 
-            self._encoder = create_encoder(self.config.encoder)
+            self._encoder = create_encoder(self.config.encoder,
+                                           allow_download=self.allow_download)
             log.info("vision encoder %s ready", self._encoder.model_id)
         return self._encoder
 
@@ -47,7 +51,7 @@ class Models:
             from streamvid.encoders import create_text_encoder
 
             _quiet_transformers()
-            self._text = create_text_encoder(self.config.text)
+            self._text = create_text_encoder(self.config.text, allow_download=self.allow_download)
         return self._text
 
     @property

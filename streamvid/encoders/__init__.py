@@ -22,18 +22,22 @@ def register_text_encoder(name: str):
     return TEXT_ENCODERS.register(name)
 
 
-def create_encoder(config=None) -> VisionEncoder:
-    """Build the vision encoder an ``EncoderConfig`` names."""
+def create_encoder(config=None, *, allow_download: bool = True) -> VisionEncoder:
+    """Build the vision encoder an ``EncoderConfig`` names (a hub model is loaded only from
+    the local cache unless ``allow_download``)."""
     from ..config import EncoderConfig
 
     config = config or EncoderConfig()
-    return ENCODERS.create(config.name, config=config)
+    kw = {} if allow_download or config.name != "hf" else {"local_files_only": True}
+    return ENCODERS.create(config.name, config=config, **kw)
 
 
-def create_text_encoder(config=None) -> TextEncoder:
-    """``TextConfig.model``: ``minilm`` or a sentence-transformers model path."""
+def create_text_encoder(config=None, *, allow_download: bool = True) -> TextEncoder:
+    """``TextConfig.model``: ``minilm`` or a sentence-transformers model path (or hub name,
+    loaded only from the local cache unless ``allow_download``)."""
     from ..config import TextConfig
 
     config = config or TextConfig()
     name = "minilm" if config.model == "minilm" else "sentence-transformers"
-    return TEXT_ENCODERS.create(name, config=config)
+    kw = {} if allow_download or name == "minilm" else {"local_files_only": True}
+    return TEXT_ENCODERS.create(name, config=config, **kw)

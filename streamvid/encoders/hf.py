@@ -200,7 +200,7 @@ def _layers(vm) -> list:
 # --------------------------------------------------------------------------- loading
 
 
-def _read_json(model: str, name: str) -> dict | None:
+def _read_json(model: str, name: str, local_files_only: bool = False) -> dict | None:
     p = Path(model)
     if p.is_dir():
         f = p / name
@@ -211,7 +211,7 @@ def _read_json(model: str, name: str) -> dict | None:
     except ImportError:  # pragma: no cover - transformers depends on it
         return None
     try:
-        return json.loads(Path(hf_hub_download(model, name)).read_text())
+        return json.loads(Path(hf_hub_download(model, name, local_files_only=local_files_only)).read_text())
     except EntryNotFoundError:
         return None
 
@@ -234,8 +234,10 @@ class HFEncoder(VisionEncoder):
 
     name = "hf"
 
-    def __init__(self, config: EncoderConfig | None = None):
+    def __init__(self, config: EncoderConfig | None = None, *, local_files_only: bool = False):
+        """``local_files_only``: load a hub model only from the local cache, never download."""
         config = config or EncoderConfig(name="hf")
+        self._local_only = local_files_only
         if not config.model:
             raise ConfigError("config encoder.model: the hf encoder needs a hub name or a local "
                               "path; fix: e.g. encoder.model: google/siglip-base-patch16-224")
@@ -250,7 +252,7 @@ class HFEncoder(VisionEncoder):
         if not Path(model).exists():
             log.info("encoder model %s is not a local path; loading it from the hub", model)
         try:
-            mcfg = transformers.AutoConfig.from_pretrained(model)
+            mcfg = transformers.AutoConfig.from_pretrained(model, local_files_only=local_files_only)
         except (OSError, ValueError) as err:
             raise ModelError(f"cannot read the model config of {model!r}: {str(err).splitlines()[0]}; "
                              "fix: pass a local model directory or a valid hub name") from err
@@ -276,7 +278,7 @@ class HFEncoder(VisionEncoder):
 
     # ------------------------------------------------------------------ loading
     def _load(self, tf: Any, model: str, mcfg: Any) -> None:
-        kw = {"dtype": self._dtype}
+        kw = {"dtype": self._dtype, "local_files_only": self._local_only}
         self._text = None
         self._tokenizer = None
         mt = mcfg.model_type
@@ -317,13 +319,14 @@ class HFEncoder(VisionEncoder):
                               "head, so it has no pooled vector; fix: use a checkpoint with the head")
         if self._text is not None:
             try:
-                self._tokenizer = tf.AutoTokenizer.from_pretrained(model)
+                self._tokenizer = tf.AutoTokenizer.from_pretrained(
+                    model, local_files_only=self._local_only)
             except (OSError, ValueError, TypeError) as err:
                 log.warning("no tokenizer for %s (%s): text tower disabled", model, err)
                 self._text = None
 
     def _setup_preprocessing(self, model: str) -> None:
-        proc = _read_json(model, "preprocessor_config.json") or {}
+        proc = _read_json(model, "preprocessor_config.json", self._local_only) or {}
         mean, std = _STATS[self.family]
         self.image_mean = tuple(float(x) for x in proc.get("image_mean", mean))
         self.image_std = tuple(float(x) for x in proc.get("image_std", std))

@@ -39,7 +39,8 @@ class SentenceTransformerEncoder(TextEncoder):
     name = "sentence-transformers"
 
     def __init__(self, config: TextConfig | None = None, *, path: str | Path | None = None,
-                 model_id: str | None = None, batch_size: int = 64):
+                 model_id: str | None = None, batch_size: int = 64,
+                 local_files_only: bool = False):
         config = config or TextConfig()
         target = str(path if path is not None else config.model)
         try:
@@ -53,7 +54,8 @@ class SentenceTransformerEncoder(TextEncoder):
         if not local.exists():
             log.info("text model %s is not a local path; loading it by name from the hub", target)
         try:
-            self._model = SentenceTransformer(target, device="cpu")
+            self._model = SentenceTransformer(target, device="cpu",
+                                              local_files_only=local_files_only)
         except (OSError, ValueError, RuntimeError) as err:
             raise ModelError(f"cannot load sentence-transformers model {target!r}: "
                              f"{str(err).splitlines()[0] if str(err) else type(err).__name__}; fix: pass "

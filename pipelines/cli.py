@@ -337,8 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     (Ctrl-C: 130); ``STREAMVID_DEBUG=1`` adds the traceback."""
     try:
         cli.main(args=argv, prog_name="streamvid", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except click.exceptions.Abort:  # click's form of Ctrl-C (and of EOF at a prompt)
+        click.echo("interrupted", err=True)
         return 130
     except click.exceptions.Exit as err:
         return err.exit_code

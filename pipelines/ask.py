@@ -6,10 +6,11 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from streamvid.config import Config
+from streamvid.config import AnswerConfig, Config
 from streamvid.errors import ModelError, QueryError, StoreError
 from streamvid.io import file_digest
 from streamvid.types import Answer, Context, Question
@@ -171,12 +172,28 @@ class Asker:
 
     def close(self) -> None:
         self.store.close()
+        close = getattr(self.answerer, "close", None)
+        if close is not None:
+            close()
 
     def __enter__(self) -> "Asker":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def answer_json(ans: Answer, config: AnswerConfig) -> dict[str, Any]:
+    """``ans`` as JSON, with which answerer and model answered and what it cost.
+
+    ``answerer``, ``model``, ``visual_tokens``, ``prefill_s`` and ``generate_s`` are always
+    present (``model``, ``prefill_s``, ``generate_s`` null where they do not apply or were not
+    measured); the older keys are unchanged.
+    """
+    t = ans.timings
+    seconds = {k: round(float(t[k]), 4) if k in t else None for k in ("prefill_s", "generate_s")}
+    return {**ans.to_json(), "answerer": config.name, "model": config.model or None,
+            "visual_tokens": int(t.get("visual_tokens", 0)), **seconds}
 
 
 def cache_root() -> Path:

@@ -22,7 +22,7 @@ from typing import Any
 import click
 
 from streamvid import __version__
-from streamvid.config import Config
+from streamvid.config import AnswerConfig, Config
 from streamvid.errors import ConfigError, SourceError, StreamvidError
 from streamvid.types import Answer, Question, format_time
 
@@ -58,9 +58,11 @@ def load_config(path: str | None, sets: tuple[str, ...] = (), **flags: Any) -> C
     return Config.load(path, overrides)
 
 
-def _print_answer(ans: Answer, as_json: bool) -> None:
+def _print_answer(ans: Answer, as_json: bool, answer_cfg: AnswerConfig) -> None:
+    from .ask import answer_json
+
     if as_json:
-        click.echo(json.dumps(ans.to_json(), ensure_ascii=False))
+        click.echo(json.dumps(answer_json(ans, answer_cfg), ensure_ascii=False))
         return
     click.echo(ans.answer)
     for e in ans.evidence:
@@ -140,17 +142,23 @@ def index(ctx: click.Context, video: str, store: str, config_path: str | None, s
 @click.option("--image", "image", type=click.Path(dir_okay=False), default=None, help="Image query: when does this appear?")
 @click.option("--top-k", type=click.IntRange(1, 1000), default=None, help="Moments returned (default 5).")
 @click.option("--budget", type=click.IntRange(1), default=None, help="Visual token budget of the context.")
+@click.option("--answerer", default=None, metavar="NAME", help="Who answers: extractive (default, offline), hf, openai (sets answer.name).")
+@click.option("--model", default=None, help="The answerer's model: hub name or path (hf), served model name (openai).")
+@click.option("--url", default=None, help="openai: the server's base URL, e.g. http://127.0.0.1:8080/v1.")
 @with_config
 @click.option("--allow-download", is_flag=True, help="Let a store that names a hub model download it (opening a store never downloads otherwise).")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object.")
 @click.pass_context
 def ask(ctx: click.Context, args: tuple[str, ...], store: str | None, image: str | None,
-        top_k: int | None, budget: int | None, config_path: str | None, sets: tuple[str, ...],
-        allow_download: bool, as_json: bool) -> None:
+        top_k: int | None, budget: int | None, answerer: str | None, model: str | None,
+        url: str | None, config_path: str | None, sets: tuple[str, ...], allow_download: bool,
+        as_json: bool) -> None:
     """Ask a question: `ask --store DIR "QUESTION"` or `ask VIDEO "QUESTION"` (indexes first, cached)."""
     from .ask import Asker, cached_store_dir, load_image
 
-    user_cfg = load_config(config_path, sets) if (config_path or sets) else None
+    flags = {"answer.name": answerer, "answer.model": model, "answer.url": url}
+    user_cfg = load_config(config_path, sets, **flags) \
+        if (config_path or sets or any(v is not None for v in flags.values())) else None
     if store is None:
         if not args:
             raise click.UsageError("give a VIDEO or --store DIR")
@@ -179,9 +187,10 @@ def ask(ctx: click.Context, args: tuple[str, ...], store: str | None, image: str
         store = str(store_dir)
     with Asker(store, user_cfg, allow_download=allow_download) as asker:
         ans = asker.ask(question, top_k=top_k, budget=budget)
+        answer_cfg = asker.config.answer
     if timings:
         ans = Answer(ans.answer, ans.evidence, {**timings, **ans.timings})
-    _print_answer(ans, as_json)
+    _print_answer(ans, as_json, answer_cfg)
 
 
 # ---------------------------------------------------------------------------- live
@@ -243,7 +252,7 @@ def live(ctx: click.Context, uri: str, store: str, config_path: str | None, sets
                 else:
                     q = Question(text=line)
                 with Asker(store, cfg) as asker:
-                    _print_answer(asker.ask(q, top_k=top_k), as_json)
+                    _print_answer(asker.ask(q, top_k=top_k), as_json, asker.config.answer)
             except StreamvidError as err:  # one bad question does not end the session
                 click.echo(error_line(err), err=True)
         while worker.is_alive():

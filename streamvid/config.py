@@ -208,10 +208,16 @@ class RetrievalConfig(_Section):
 @dataclass(frozen=True)
 class AnswerConfig(_Section):
     _section = "answer"
-    name: str = _f("extractive", "answerer: extractive (offline; the only one shipped so far)")
-    model: str = _f("", "hf/openai: model name or path")
-    url: str = _f("", "openai: base URL of the server")
+    name: str = _f("extractive", "answerer: extractive (offline default), openai (any OpenAI-compatible chat server)")
+    model: str = _f("", "hf/openai: model name or path (openai: the name the server knows; empty = not sent, the server's default)")
+    url: str = _f("", "openai: base URL of the server, e.g. http://127.0.0.1:8080/v1")
     max_new_tokens: int = _f(128, "generated tokens at most", min=1)
+    api_key_env: str = _f("OPENAI_API_KEY", "openai: environment variable holding the API key (no key is sent when it is unset)")
+    images: bool = _f(True, "openai: send each retrieved moment's keyframe as a JPEG (false: text only, descriptions and times, for servers without vision)")
+    max_images: int = _f(8, "openai: keyframe pictures sent at most (the best-scored moments)", min=0)
+    temperature: float = _f(0.0, "openai: sampling temperature (0 = greedy)", min=0.0, max=2.0)
+    timeout: float = _f(120.0, "openai: seconds to wait for the server's reply", min=0.1)
+    retries: int = _f(2, "openai: retries after a connection error, a timeout, HTTP 429 or 5xx (backoff 0.5 s, doubled per try)", min=0)
 
 
 @dataclass(frozen=True)

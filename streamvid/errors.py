@@ -50,3 +50,7 @@ class QueryError(StreamvidError):
 
 class ModelError(StreamvidError):
     """A model cannot be loaded or run."""
+
+
+class AnswerError(StreamvidError):
+    """An answerer could not answer (its server is down, refused the input, replied garbage)."""

@@ -55,7 +55,8 @@ def test_ask_json_contract(indexed, capsys):
                              "--json", "--top-k", "3")
     assert code == 0, err
     obj = json.loads(out)  # exactly one JSON object on stdout
-    assert set(obj) == {"answer", "evidence", "timings"}
+    assert set(obj) == {"answer", "evidence", "timings", "answerer", "model", "visual_tokens",
+                        "prefill_s", "generate_s"}
     assert isinstance(obj["answer"], str) and obj["answer"]
     assert 1 <= len(obj["evidence"]) <= 3
     scores = [e["score"] for e in obj["evidence"]]

@@ -6,12 +6,11 @@ Errors that streamvid raises on purpose (:class:`StreamvidError`) print one line
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 import sys
-import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -177,67 +176,51 @@ def ask(ctx: click.Context, args: tuple[str, ...], store: str | None, image: str
 @click.option("--store", required=True, type=click.Path(file_okay=False))
 @with_config
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--source-id", default=None, help="Name of this stream in the store (default: its URI or file name).")
 @click.option("--top-k", type=click.IntRange(1, 1000), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Answers as JSON lines.")
 @click.pass_context
 def live(ctx: click.Context, uri: str, store: str, config_path: str | None, sets: tuple[str, ...],
-         duration: float | None, top_k: int | None, as_json: bool) -> None:
+         duration: float | None, source_id: str | None, top_k: int | None, as_json: bool) -> None:
     """Index URI (rtsp://…, a camera, a file) and answer questions typed on stdin meanwhile.
 
-    One question per line; a line starting with `image:` names an image query. The store is
-    committed every memory.commit_every seconds, so answers cover what was seen until then.
+    One question per line; a line starting with `image:` names an image query. The models
+    load once; the store is committed every memory.commit_every seconds (at most 5), so
+    answers cover what was seen until then.
     """
-    from .ask import Asker, load_image
-    from .index import index_video
+    from .ask import load_image
+    from .live import LiveSession
 
     cfg = load_config(config_path, sets, **{"source.duration": duration})
-    cfg = cfg.replace(memory=dataclasses.replace(cfg.memory,
-                                                 commit_every=min(cfg.memory.commit_every, 5.0)))
     _check_video_arg(uri)
-    stop = threading.Event()
-    result: dict[str, Any] = {}
-    ready = threading.Event()
-
-    def run() -> None:
+    with LiveSession(store, cfg, commit_every=min(cfg.memory.commit_every, 5.0)) as session:
+        sid = session.add(uri, source_id)["source_id"]
+        click.echo(f"ingesting {uri}; type a question per line (Ctrl-D ends input, Ctrl-C stops)", err=True)
         try:
-            result["summary"] = index_video(uri, store, cfg, progress=False, stop=stop,
-                                            on_commit=lambda s: ready.set())
-        except BaseException as err:  # forwarded to the main thread
-            result["error"] = err
-        finally:
-            ready.set()
-            stop.set()
-
-    worker = threading.Thread(target=run, name="streamvid-live", daemon=True)
-    worker.start()
-    click.echo(f"ingesting {uri}; type a question per line (Ctrl-D ends input, Ctrl-C stops)", err=True)
-    try:
-        for line in sys.stdin:
-            line = line.strip()
-            if not line:
-                continue
-            ready.wait()
-            if "error" in result:
-                break
-            if line.startswith("image:"):
-                q = Question(image=load_image(line[6:].strip()), image_path=line[6:].strip())
-            else:
-                q = Question(text=line)
-            with Asker(store, cfg) as asker:
-                _print_answer(asker.ask(q, top_k=top_k), as_json)
-        while worker.is_alive():
-            worker.join(0.5)
-    except KeyboardInterrupt:
-        click.echo("stopping…", err=True)
-    finally:
-        stop.set()
-        worker.join()
-    if "error" in result:
-        raise result["error"]
-    summary = result.get("summary")
-    if summary is not None:
-        for line in summary.lines():
-            click.echo(line, err=True)
+            waited = False
+            for line in sys.stdin:
+                line = line.strip()
+                if not line:
+                    continue
+                if not waited:  # the first answer needs a first commit
+                    session.wait_commit(after=0)
+                    waited = True
+                if session.exception(sid) is not None:
+                    break
+                if line.startswith("image:"):
+                    q = Question(image=load_image(line[6:].strip()), image_path=line[6:].strip())
+                else:
+                    q = Question(text=line)
+                _print_answer(session.ask(q, top_k=top_k), as_json)
+            while session.running():
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            click.echo("stopping…", err=True)
+    err = session.exception(sid)
+    if err is not None:
+        raise err if isinstance(err, StreamvidError) else SourceError(f"{uri}: {err}")
+    for line in session.summary(sid).lines():
+        click.echo(line, err=True)
 
 
 # ---------------------------------------------------------------------------- demo

@@ -110,7 +110,8 @@ class _Timer:
 class Indexer:
     """Runs the indexing stages for one source into an open store."""
 
-    def __init__(self, config: Config, store, models: Models, source_id: str, timer: _Timer):
+    def __init__(self, config: Config, store, models: Models, source_id: str, timer: _Timer, *,
+                 batch_size: int | None = None):
         from streamvid.cache import create_cache
         from streamvid.compress import create_clip_builder, create_keyframe_selector, create_pruner
 
@@ -118,7 +119,9 @@ class Indexer:
         self.store = store
         self.models = models
         self.timer = timer
-        self.cache = create_cache(models.encoder, config.cache, batch_size=config.encoder.batch_size)
+        # live sessions encode each frame as it comes (batch_size=1): batches would add lag
+        self.cache = create_cache(models.encoder, config.cache,
+                                  batch_size=batch_size or config.encoder.batch_size)
         self.keyframes = create_keyframe_selector(config.compress)
         self.pruner = create_pruner(config.compress)
         self.builder = create_clip_builder(config.clips, source_id=source_id)

@@ -1,4 +1,4 @@
-"""The ``streamvid`` command line: index, ask, live, niah, demo.
+"""The ``streamvid`` command line: index, ask, live, serve, niah, demo.
 
 Errors that streamvid raises on purpose (:class:`StreamvidError`) print one line and exit 1;
 ``STREAMVID_DEBUG=1`` shows the traceback. ``--json`` prints exactly one JSON object.
@@ -221,6 +221,46 @@ def live(ctx: click.Context, uri: str, store: str, config_path: str | None, sets
         raise err if isinstance(err, StreamvidError) else SourceError(f"{uri}: {err}")
     for line in session.summary(sid).lines():
         click.echo(line, err=True)
+
+
+# ---------------------------------------------------------------------------- serve
+
+@cli.command()
+@click.option("--store", required=True, type=click.Path(file_okay=False), help="Store directory (created or reopened).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; any but loopback needs --token.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--token", envvar="STREAMVID_TOKEN", default=None,
+              help="Bearer token every request must carry (env STREAMVID_TOKEN).")
+@click.option("--media-root", "media_roots", multiple=True, type=click.Path(file_okay=False, exists=True),
+              help="Directory whose files may be added as streams; repeatable. No file sources without one.")
+@click.option("--max-upload-mb", type=click.FloatRange(0.01, 1024), default=8.0, show_default=True,
+              help="Largest request body (an uploaded image).")
+@click.option("--commit-every", type=click.FloatRange(0.1), default=None,
+              help="Seconds between commits (default: memory.commit_every, at most 5).")
+@with_config
+def serve(store: str, host: str, port: int, token: str | None, media_roots: tuple[str, ...],
+          max_upload_mb: float, commit_every: float | None, config_path: str | None,
+          sets: tuple[str, ...]) -> None:
+    """Serve live questioning of many streams over HTTP, with a web page at /.
+
+    Streams and alerts are saved with the store: after a restart they resume.
+    """
+    from .live import LiveSession
+    from .serve import LOOPBACK, create_app, run
+
+    if host not in LOOPBACK and not token:
+        raise ConfigError(f"--host {host} is reachable from other machines; fix: give --token "
+                          "(or STREAMVID_TOKEN), or bind 127.0.0.1")
+    cfg = load_config(config_path, sets)
+    every = commit_every if commit_every is not None else min(cfg.memory.commit_every, 5.0)
+    with LiveSession(store, cfg, commit_every=every, persist=True) as session:
+        resumed = session.resume()
+        app = create_app(session, token=token, media_roots=list(media_roots),
+                         max_body=int(max_upload_mb * (1 << 20)))
+        if resumed:
+            click.echo(f"resumed {len(resumed)} streams: {', '.join(resumed)}", err=True)
+        click.echo(f"serving {store} on http://{host}:{port}/", err=True)
+        run(app, host, port)
 
 
 # ---------------------------------------------------------------------------- demo

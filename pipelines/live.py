@@ -89,6 +89,7 @@ class _Stream:
         size = config.source.queue_size
         self.queue: Any = DropOldestQueue(size) if self.is_live else queue.Queue(size)
         self.state = "starting"
+        self.persisted = True                     # resumed after a restart
         self.error = ""
         self.exception: BaseException | None = None
         self.started = time.time()
@@ -214,6 +215,7 @@ class LiveSession:
         self.commits = 0
         self.ask_seconds: collections.deque[float] = collections.deque(maxlen=1000)
         self.asks = 0
+        self.ask_total = 0.0
         self._ingest = threading.Thread(target=self._run, name="streamvid-ingest", daemon=True)
         self._ingest.start()
 
@@ -256,11 +258,20 @@ class LiveSession:
                 raise SourceError("the live session is closed; fix: start a new one")
             source = open_source(str(uri), cfg.source)
             sid = source_id or source.source_id or str(uri)
-            if sid in self._streams:
+            old = self._streams.get(sid)
+            if old is not None and old.finished.is_set():
+                del self._streams[sid]
+            elif old is not None:
                 source.close()
                 raise SourceError(f"a stream named {sid!r} is already running; fix: pass another "
                                   "source_id or remove that stream first")
             offset, before = self._resume_point(sid)
+            if offset and not source.is_live:
+                # a file goes on from where its committed clips end, in its own times
+                source.close()
+                cfg = cfg.replace(source=dataclasses.replace(cfg.source, start=offset))
+                source = open_source(str(uri), cfg.source)
+                offset = 0.0
             stream = _Stream(self, str(uri), sid, cfg, source, offset, before)
             self._streams[sid] = stream
             stream.reader.start()
@@ -290,7 +301,8 @@ class LiveSession:
             if stream is None:
                 raise KeyError(source_id)
             stream.request_stop()
-            self._save_state(exclude=source_id)
+            stream.persisted = False
+            self._save_state()
         self._wake.set()
         stream.finished.wait(timeout)
         with self._lock:
@@ -410,9 +422,29 @@ class LiveSession:
             else:
                 ans = self._ask_filtered(question, top_k, sids, time_range)
         if record:
+            dt = time.perf_counter() - t0
             self.asks += 1
-            self.ask_seconds.append(time.perf_counter() - t0)
+            self.ask_total += dt
+            self.ask_seconds.append(dt)
         return ans
+
+    def keyframe(self, clip_id: int) -> bytes | None:
+        """The JPEG keyframe the store keeps for a clip, or None (no such clip, or a store
+        without keyframes)."""
+        with self._ask_lock:
+            store = self._asker.store
+            store.refresh()
+            read = getattr(store, "keyframe", None)
+            if read is None:
+                return None
+            try:
+                return read(int(clip_id))
+            except (KeyError, IndexError, StoreError):
+                return None
+
+    def healthy(self) -> bool:
+        """False once the ingest thread has died."""
+        return self._ingest is not None and self._ingest.is_alive()
 
     def _ask_filtered(self, question: Question, top_k: int | None, sids: list[str],
                       time_range: tuple[float, float] | None) -> Answer:
@@ -530,6 +562,10 @@ class LiveSession:
             self._emit("error", source_id=s.source_id, error=s.error)
         self._emit("stream", source_id=s.source_id, state=s.state)
         self._commit_soon = True
+        if not s.is_live and s.state == "ended":
+            with self._lock:  # a file read to its end is not read again after a restart
+                s.persisted = False
+                self._save_state()
         s.finished.set()
 
     def _commit(self) -> None:
@@ -557,11 +593,11 @@ class LiveSession:
             self._check_alerts()
 
     # ------------------------------------------------------------------ state
-    def _save_state(self, exclude: str | None = None) -> None:
+    def _save_state(self) -> None:
         if not self.persist:
             return
         streams = [{"uri": s.uri, "source_id": s.source_id, "fps": s.config.source.fps}
-                   for s in self._streams.values() if s.source_id != exclude and not s.stop.is_set()]
+                   for s in self._streams.values() if s.persisted]
         alerts = [{"id": a.id, "text": a.text, "image_path": a.image_path,
                    "source_ids": list(a.source_ids), "threshold": a.threshold,
                    "webhook": a.webhook, "created": a.created} for a in self._alerts.values()]

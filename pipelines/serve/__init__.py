@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import signal
+
 from streamvid.errors import MissingDependencyError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -27,4 +29,11 @@ def run(app, host: str, port: int) -> None:
         raise MissingDependencyError("streamvid serve", "uvicorn", "serve") from err
     config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                             timeout_graceful_shutdown=3, access_log=False)
+    # uvicorn stops on SIGTERM, then raises it again: end as a normal exit so the caller's
+    # session commits and closes
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     uvicorn.Server(config).run()
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(0)

@@ -116,14 +116,20 @@ def merge_clips(a: ClipMemory, b: ClipMemory, *, max_tokens: int | None = None) 
     if len(kfs) > MAX_KEYFRAMES:
         pick = np.linspace(0, len(kfs) - 1, MAX_KEYFRAMES).round().astype(int)
         kfs = [kfs[i] for i in pick]
+    start, end = min(a.start, b.start), max(a.end, b.end)
+    # the keyframe picture of the part whose keyframe became the merged clip's keyframe
+    kf_time = kfs[0] if kfs else (start + end) / 2
+    with_jpeg = [c for c in (a, b) if c.keyframe_jpeg is not None]
+    jpeg = min(with_jpeg, key=lambda c: abs(c.keyframe - kf_time)).keyframe_jpeg \
+        if with_jpeg else None
     return ClipMemory(
-        source_id=a.source_id, start=min(a.start, b.start), end=max(a.end, b.end),
+        source_id=a.source_id, start=start, end=end,
         vector=vector, keyframes=tuple(kfs), text_vector=text_vector, tokens=tokens,
         token_times=times, token_positions=positions, labels=labels_t,
         ocr_text=_join_unique([a.ocr_text, b.ocr_text], " | "),
         description=_join_unique([a.description, b.description], "; "),
         novelty=max(a.novelty, b.novelty), level=max(a.level, b.level) + 1,
-        merged=a.merged + b.merged)
+        merged=a.merged + b.merged, keyframe_jpeg=jpeg)
 
 
 def _row_bytes(c: ClipMemory, token_bytes: int) -> int:

@@ -7,6 +7,8 @@ Layout of a store directory::
     seg-<gen>/               one immutable segment per commit that added clips:
         ids.npy vectors.npy text_vectors.npy has_text.npy start.npy end.npy source.npy
         tok_off.npy tokens.npy token_times.npy token_positions.npy meta.jsonl
+        jpeg.npy jpeg_off.npy  keyframe JPEGs, concatenated, and each row's byte range
+                             (absent in stores written before keyframes were kept)
         assign-<q>.npy       IVF list of each row for centroids generation q
     deleted-<gen>.npy        ids removed since their segment was written
     centroids-<q>.npy        IVF centroids (index "ivf")
@@ -49,6 +51,7 @@ MANIFEST = "manifest.json"
 _LOCK = ".writer.lock"
 _SEG_FILES = ("ids", "vectors", "text_vectors", "has_text", "start", "end", "source", "level",
               "tok_off", "tokens", "token_times", "token_positions")
+_JPEG_FILES = ("jpeg", "jpeg_off")  # optional: stores written before them have none
 
 
 @dataclass(frozen=True)
@@ -86,10 +89,12 @@ class _Segment:
         self.assign_file: str | None = entry.get("assign")
         sizes = entry.get("sizes", {})
         arrays: dict[str, np.ndarray] = {}
-        for key in _SEG_FILES:
+        for key in _SEG_FILES + _JPEG_FILES:
             p = self.dir / f"{key}.npy"
+            if key in _JPEG_FILES and f"{key}.npy" not in sizes:
+                continue
             _check_size(p, sizes.get(f"{key}.npy"))
-            arrays[key] = _load_npy(p, mmap=key in ("vectors", "text_vectors", "tokens"))
+            arrays[key] = _load_npy(p, mmap=key in ("vectors", "text_vectors", "tokens", "jpeg"))
         self.ids = np.asarray(arrays["ids"], dtype=np.int64)
         self.vectors = arrays["vectors"]
         self.text_vectors = arrays["text_vectors"]
@@ -102,9 +107,12 @@ class _Segment:
         self.tokens = arrays["tokens"]
         self.token_times = arrays["token_times"]
         self.token_positions = arrays["token_positions"]
+        self.jpeg = arrays.get("jpeg")
+        self.jpeg_off = arrays.get("jpeg_off")
         n = self.rows
         if not (len(self.ids) == n and self.vectors.shape[0] == n and len(self.start) == n
-                and len(self.tok_off) == n + 1 and self.text_vectors.shape[0] == n):
+                and len(self.tok_off) == n + 1 and self.text_vectors.shape[0] == n
+                and (self.jpeg_off is None or len(self.jpeg_off) == n + 1)):
             raise StoreError(f"store segment {self.dir} is inconsistent (expected {n} rows); "
                              "fix: the store is damaged, re-index into a new --store")
         self.meta_path = self.dir / "meta.jsonl"
@@ -131,6 +139,13 @@ class _Segment:
             self._meta = meta
         return self._meta
 
+    def keyframe(self, row: int) -> bytes | None:
+        """The row's keyframe JPEG, None when it has none (or the segment predates them)."""
+        if self.jpeg_off is None or self.jpeg is None:
+            return None
+        a, b = int(self.jpeg_off[row]), int(self.jpeg_off[row + 1])
+        return bytes(self.jpeg[a:b]) if b > a else None
+
     def clip(self, row: int, *, vector_dim: int) -> ClipMemory:
         m = self.meta[row]
         a, b = int(self.tok_off[row]), int(self.tok_off[row + 1])
@@ -148,7 +163,8 @@ class _Segment:
             labels=tuple((str(l), float(p)) for l, p in m.get("labels", ())),
             ocr_text=m.get("ocr_text", ""), description=m.get("description", ""),
             novelty=float(m.get("novelty", 0.0)), level=int(m.get("level", 0)),
-            merged=int(m.get("merged", 1)), id=int(self.ids[row]))
+            merged=int(m.get("merged", 1)), id=int(self.ids[row]),
+            keyframe_jpeg=self.keyframe(row))
 
 
 def _check_size(path: Path, expected: int | None) -> None:
@@ -206,6 +222,8 @@ def _write_segment(root: Path, name: str, clips: Sequence[ClipMemory], vector_di
         times[a:b] = c.token_times if c.token_times is not None else c.keyframe
         if c.token_positions is not None:
             positions[a:b] = c.token_positions
+    jpegs = [c.keyframe_jpeg or b"" for c in clips]
+    jpeg_off = np.concatenate([[0], np.cumsum([len(j) for j in jpegs])]).astype(np.int64)
     arrays = {
         "ids": ids, "vectors": vectors, "text_vectors": text, "has_text": has_text,
         "start": np.array([c.start for c in clips], np.float64),
@@ -213,6 +231,7 @@ def _write_segment(root: Path, name: str, clips: Sequence[ClipMemory], vector_di
         "source": np.array([src_code[c.source_id] for c in clips], np.int32),
         "level": np.array([c.level for c in clips], np.int16),
         "tok_off": tok_off, "tokens": tokens, "token_times": times, "token_positions": positions,
+        "jpeg": np.frombuffer(b"".join(jpegs), np.uint8), "jpeg_off": jpeg_off,
     }
     sizes: dict[str, int] = {}
     for key, arr in arrays.items():
@@ -584,6 +603,19 @@ class MemoryStore:
                                  "returned by search()/ids() of the current generation")
         return out
 
+    def keyframe(self, clip_id: int) -> bytes | None:
+        """The JPEG of clip ``clip_id``'s keyframe (longer side <= 384 px), or None when the
+        clip has none (stores written before keyframes were kept)."""
+        cid = int(clip_id)
+        if cid in self._pending:
+            return self._pending[cid].keyframe_jpeg
+        pos, found = self._locate(np.array([cid], np.int64))
+        if not found[0]:
+            raise StoreError(f"clip id {cid} is not in the store {self.path}; fix: use ids "
+                             "returned by search()/ids() of the current generation")
+        p = int(pos[0])
+        return self._seg_list[int(self._segi[p])].keyframe(int(self._rows[p]))
+
     def vectors(self, ids: np.ndarray, *, space: str = "visual") -> np.ndarray:
         """``[n, D]`` float32 vectors of ``ids`` (zeros for clips without a text vector)."""
         ids = np.asarray(ids, np.int64)
@@ -940,4 +972,6 @@ def clip_bytes(c: ClipMemory, token_bytes: int = 2) -> int:
         b += 4 * c.text_vector.shape[0]
     if c.tokens is not None:
         b += c.n_tokens * (c.tokens.shape[1] * token_bytes + 8)
+    if c.keyframe_jpeg is not None:
+        b += len(c.keyframe_jpeg) + 8
     return b

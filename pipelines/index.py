@@ -130,6 +130,9 @@ class Indexer:
         self._local_labels = bool(d.labels and d.local_labels and self.describer is not None
                                   and getattr(self.describer, "labels", None) is not None)
         self._frames: dict[int, Frame] = {}
+        # pixels of frames whose clip is not built yet (by pts): the clip's keyframe picture
+        # is taken from them; at most a clip's and the pruner's window of frames
+        self._images: dict[float, Any] = {}
         self._descriptions: dict[int, Any] = {}
         self._pending: list[ClipMemory] = []
         self.summary_counts: dict[str, float] = defaultdict(float)
@@ -179,7 +182,9 @@ class Indexer:
 
     def _after_keyframes(self, decided) -> None:
         for feats, is_kf, is_sb in decided:
-            self._frames.pop(feats.index, None)
+            frame = self._frames.pop(feats.index, None)
+            if frame is not None:
+                self._images[feats.pts] = frame.image
             t = time.perf_counter()
             out = self.pruner.push(feats, is_keyframe=is_kf, is_shot_boundary=is_sb)
             self.timer.add("compress", t)
@@ -201,7 +206,17 @@ class Indexer:
             self._to_memory(clips)
 
     def _to_memory(self, clips) -> None:
-        self._pending.extend(clips)
+        from streamvid.io import encode_jpeg
+
+        t = time.perf_counter()
+        for clip in clips:
+            image = self._images.get(clip.keyframe)
+            if image is not None:
+                clip = dataclasses.replace(clip, keyframe_jpeg=encode_jpeg(image))
+            # later clips start at or after this one's end
+            self._images = {pts: im for pts, im in self._images.items() if pts >= clip.end}
+            self._pending.append(clip)
+        self.timer.add("memory", t)
         if len(self._pending) >= 32:
             self.add_pending()
 

@@ -1,10 +1,12 @@
-"""Small file helpers: atomic writes (temp file + fsync + rename) and content hashing."""
+"""Small file helpers: atomic writes (temp file + fsync + rename), content hashing, and
+small JPEG thumbnails."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import io
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -73,3 +75,23 @@ def file_digest(path: Path, *, chunk: int = 1 << 20, limit: int | None = None) -
             h.update(block)
             read += len(block)
     return h.hexdigest()
+
+
+#: keyframe thumbnails kept per clip: longer side at most this many pixels, this JPEG quality
+THUMB_MAX_SIDE = 384
+THUMB_QUALITY = 80
+
+
+def encode_jpeg(image: np.ndarray, *, max_side: int = THUMB_MAX_SIDE,
+                quality: int = THUMB_QUALITY) -> bytes:
+    """``[H, W, 3]`` uint8 RGB as JPEG bytes, shrunk so the longer side is <= ``max_side``."""
+    from PIL import Image
+
+    im = Image.fromarray(np.ascontiguousarray(image[..., :3]), "RGB")
+    if max(im.size) > max_side:
+        scale = max_side / max(im.size)
+        im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))),
+                       Image.Resampling.BILINEAR, reducing_gap=2.0)
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=quality, optimize=True)
+    return buf.getvalue()

@@ -351,7 +351,9 @@ class ClipMemory:
     length, the encoder's pooled space); ``text_vector`` embeds ``description`` with the text
     encoder (unit length) or is None. ``tokens`` are the kept visual tokens with their frame
     times and grid positions. ``level`` 0 is original; > 0 consolidated from ``merged``
-    original clips covering ``start``..``end``.
+    original clips covering ``start``..``end``. ``keyframe_jpeg`` is the picture at
+    :attr:`keyframe` as a small JPEG (longer side at most 384 px), or None when the clip was
+    stored without one.
     """
 
     source_id: str
@@ -370,6 +372,7 @@ class ClipMemory:
     level: int = 0
     merged: int = 1
     id: int = -1
+    keyframe_jpeg: bytes | None = None
 
     def __post_init__(self) -> None:
         _finite_time(self.start, "ClipMemory.start")
@@ -389,6 +392,10 @@ class ClipMemory:
                "ClipMemory.keyframes", f"times within [{self.start}, {self.end}]", self.keyframes)
         _check(self.level >= 0 and self.merged >= 1, "ClipMemory.level/merged",
                "level >= 0 and merged >= 1", (self.level, self.merged))
+        if self.keyframe_jpeg is not None:
+            _check(isinstance(self.keyframe_jpeg, bytes) and self.keyframe_jpeg[:2] == b"\xff\xd8",
+                   "ClipMemory.keyframe_jpeg", "JPEG bytes or None",
+                   type(self.keyframe_jpeg).__name__)
 
     @property
     def n_tokens(self) -> int:

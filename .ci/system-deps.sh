@@ -3,6 +3,8 @@
 #   - ffmpeg (ffprobe): reference frame times for the source conformance tests
 #   - GStreamer RTSP server stack + python3-gi: a real RTSP server on loopback for the
 #     live-source tests (run with Debian's /usr/bin/python3)
+#   - chromium + chromium-driver: the web page of `streamvid serve` tested in a real
+#     headless browser (Selenium)
 # Idempotent: safe to run on every CI start. Needs root (CI runs it as root).
 set -euo pipefail
 
@@ -19,6 +21,8 @@ PACKAGES=(
   gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly
   gstreamer1.0-libav
+  chromium
+  chromium-driver
 )
 
 missing=()

@@ -583,10 +583,13 @@ class LiveSession:
             if not s.finished.is_set():
                 _fill(s.summary, s.indexer, s.source, s.timer, s.t_start, s.first_pts, s.last_pts)
         with self._committed:
+            changed = self._writer.generation != self.generation
             self.generation = self._writer.generation
             self.clips = len(self._writer)
-            self.commits += 1
+            self.commits += int(changed)
             self._committed.notify_all()
+        if not changed:  # nothing new was indexed since the last commit
+            return
         self._emit("commit", generation=self.generation, clips=self.clips,
                    seconds=round(seconds, 3))
         if self._alerts:

@@ -104,6 +104,10 @@ def test_ask_returns_the_json_of_ask_cli(server, indexed, capsys):
     assert set(got) == set(want) == {"answer", "evidence", "timings"}
     assert got["answer"] == want["answer"] and got["evidence"] == want["evidence"]
     assert {e["source_id"] for e in got["evidence"]} <= {"earth", "city"}
+    for e in got["evidence"]:
+        jpg = requests.get(server.url + f"/clips/{e['clip_id']}/keyframe")
+        assert jpg.status_code == 200 and jpg.headers["content-type"] == "image/jpeg"
+        assert jpg.content[:3] == b"\xff\xd8\xff"
 
 
 def test_ask_filters_and_image_upload(server, indexed):

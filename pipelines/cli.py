@@ -237,10 +237,13 @@ def live(ctx: click.Context, uri: str, store: str, config_path: str | None, sets
               help="Largest request body (an uploaded image).")
 @click.option("--commit-every", type=click.FloatRange(0.1), default=None,
               help="Seconds between commits (default: memory.commit_every, at most 5).")
+@click.option("--torch-threads", type=click.IntRange(0), default=1, show_default=True,
+              help="Threads inside each model call (0 = torch's default). Streams and questions "
+                   "run in parallel threads already; more threads per call contend on a busy CPU.")
 @with_config
 def serve(store: str, host: str, port: int, token: str | None, media_roots: tuple[str, ...],
-          max_upload_mb: float, commit_every: float | None, config_path: str | None,
-          sets: tuple[str, ...]) -> None:
+          max_upload_mb: float, commit_every: float | None, torch_threads: int,
+          config_path: str | None, sets: tuple[str, ...]) -> None:
     """Serve live questioning of many streams over HTTP, with a web page at /.
 
     Streams and alerts are saved with the store: after a restart they resume.
@@ -252,6 +255,10 @@ def serve(store: str, host: str, port: int, token: str | None, media_roots: tupl
         raise ConfigError(f"--host {host} is reachable from other machines; fix: give --token "
                           "(or STREAMVID_TOKEN), or bind 127.0.0.1")
     cfg = load_config(config_path, sets)
+    if torch_threads:
+        import torch
+
+        torch.set_num_threads(torch_threads)
     every = commit_every if commit_every is not None else min(cfg.memory.commit_every, 5.0)
     with LiveSession(store, cfg, commit_every=every, persist=True) as session:
         resumed = session.resume()

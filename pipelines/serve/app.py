@@ -13,8 +13,10 @@ import hmac
 import json
 import logging
 import math
+import os
 import re
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +41,28 @@ STATIC = Path(__file__).with_name("static")
 NET_SCHEMES = ("rtsp", "rtsps", "http", "https")
 _SOURCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,99}$")
 _OPEN_PATHS = ("/", "/static/")    # the page and its files; it asks for the token itself
+QUESTION_NICE = 10                 # questions run below the ingest thread's CPU priority
 
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+
+_low = threading.local()
+
+
+def _at_low_priority(fn, *args, **kwargs):
+    """Run ``fn`` in this worker thread reniced (Linux: per thread), so that on a busy CPU
+    indexing the streams keeps up before questions are answered quickly."""
+    if not getattr(_low, "done", False):
+        _low.done = True
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), QUESTION_NICE)
+        except (AttributeError, OSError):  # not Linux, or not allowed: run as is
+            pass
+    return fn(*args, **kwargs)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -274,7 +292,7 @@ def create_app(session: LiveSession, *, token: str | None = None,
         if start is not None or end is not None:
             time_range = (start or 0.0, end if end is not None else 1e12)
         top_k = _number(data, "top_k", 1, 1000)
-        ans = await run_in_threadpool(session.ask, q, top_k=int(top_k) if top_k else None,
+        ans = await run_in_threadpool(_at_low_priority, session.ask, q, top_k=int(top_k) if top_k else None,
                                       source_ids=sids or None, time_range=time_range)
         return JSONResponse(ans.to_json())
 

@@ -54,6 +54,7 @@ class Alert:
     webhook: str = ""
     created: float = field(default_factory=time.time)
     fired: int = 0
+    checked_to: int = -1       # clips with ids up to this one were checked already
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "text": self.text, "image": bool(self.image_path),
@@ -101,7 +102,8 @@ class _Stream:
         self.clips_before = clips_before
         self.reader_done = threading.Event()
         self.stop = threading.Event()
-        self.finished = threading.Event()       # the ingest thread has flushed it
+        self.flushed = threading.Event()        # the ingest thread has indexed all it held
+        self.finished = threading.Event()       # ... and committed it (alerts checked)
         self.timer = _Timer()
         self.indexer = Indexer(config, session._writer, session.models, source_id, self.timer,
                                batch_size=1)
@@ -204,7 +206,6 @@ class LiveSession:
         self._lock = threading.RLock()          # streams, alerts, state file
         self._streams: dict[str, _Stream] = {}
         self._alerts: dict[str, Alert] = {}
-        self._alerted: set[tuple[str, int]] = set()
         self._subscribers: list[Callable[[dict[str, Any]], None]] = []
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -355,8 +356,12 @@ class LiveSession:
             d.mkdir(exist_ok=True)
             image_path = str(d / f"{aid}.png")
             Image.fromarray(image).save(image_path)
+        with self._ask_lock:  # an alert watches the clips that come after it
+            self._asker.store.refresh()
+            ids = self._asker.store.ids()
         alert = Alert(aid, text=text, image_path=image_path, source_ids=tuple(source_ids),
-                      threshold=float(threshold), webhook=webhook)
+                      threshold=float(threshold), webhook=webhook,
+                      checked_to=int(ids.max()) if len(ids) else -1)
         with self._lock:
             self._alerts[aid] = alert
             self._save_state()
@@ -375,21 +380,29 @@ class LiveSession:
         return alert
 
     def _check_alerts(self) -> None:
+        """Fire each alert on the committed clips it has not seen that score at or above its
+        threshold (among the best ``retrieval.candidates`` clips of its question)."""
         from .ask import load_image
 
+        ids = self._writer.ids()
+        if not len(ids):
+            return
+        top = int(ids.max())
         for alert in self.alerts():
+            if top <= alert.checked_to:
+                continue
             try:
                 image = load_image(alert.image_path) if alert.image_path else None
                 q = Question(text=alert.text, image=image, image_path=alert.image_path)
-                ans = self.ask(q, source_ids=alert.source_ids or None, record=False)
+                ans = self.ask(q, source_ids=alert.source_ids or None, after_clip=alert.checked_to,
+                               record=False)
             except Exception as err:  # noqa: BLE001 - an alert that cannot run is reported
                 self._emit("error", alert_id=alert.id, error=str(err))
                 continue
+            alert.checked_to = top
             for ev in ans.evidence:
-                key = (alert.id, ev.clip_id)
-                if ev.score < alert.threshold or key in self._alerted:
+                if ev.score < alert.threshold:
                     continue
-                self._alerted.add(key)
                 alert.fired += 1
                 event = {"alert_id": alert.id, "text": alert.text, "clip_id": ev.clip_id,
                          "source_id": ev.source_id, "start": ev.start, "end": ev.end,
@@ -398,14 +411,18 @@ class LiveSession:
                 if alert.webhook:
                     threading.Thread(target=_post_webhook, args=(alert.webhook, event),
                                      daemon=True).start()
+        with self._lock:
+            self._save_state()
 
     # ------------------------------------------------------------------ asking
     def ask(self, question: Question, *, top_k: int | None = None,
             source_ids: Iterable[str] | None = None,
-            time_range: tuple[float, float] | None = None, record: bool = True) -> Answer:
+            time_range: tuple[float, float] | None = None, after_clip: int | None = None,
+            record: bool = True) -> Answer:
         """Answer ``question`` from the last commit (safe from any thread).
 
-        ``source_ids`` and ``time_range`` (seconds, overlapping clips) restrict the evidence.
+        ``source_ids``, ``time_range`` (seconds, overlapping clips) and ``after_clip`` (only
+        clips with a higher id) restrict the evidence.
         """
         sids = list(source_ids or ())
         t0 = time.perf_counter()
@@ -417,10 +434,10 @@ class LiveSession:
             if unknown:
                 raise QueryError(f"source {unknown[0]!r} has no clips in the store yet; "
                                  f"sources: {', '.join(known) or 'none'}")
-            if len(sids) <= 1 and time_range is None:
+            if len(sids) <= 1 and time_range is None and after_clip is None:
                 ans = asker.ask(question, top_k=top_k, source=sids[0] if sids else None)
             else:
-                ans = self._ask_filtered(question, top_k, sids, time_range)
+                ans = self._ask_filtered(question, top_k, sids, time_range, after_clip)
         if record:
             dt = time.perf_counter() - t0
             self.asks += 1
@@ -447,8 +464,9 @@ class LiveSession:
         return self._ingest is not None and self._ingest.is_alive()
 
     def _ask_filtered(self, question: Question, top_k: int | None, sids: list[str],
-                      time_range: tuple[float, float] | None) -> Answer:
-        """Retrieve widely, keep the clips of ``sids`` within ``time_range``, then answer."""
+                      time_range: tuple[float, float] | None, after_clip: int | None) -> Answer:
+        """Retrieve widely, keep the clips of ``sids`` within ``time_range`` (and after
+        ``after_clip``), then answer."""
         from streamvid.types import Context
 
         asker = self._asker
@@ -460,6 +478,8 @@ class LiveSession:
 
         def keep(c) -> bool:
             if sids and c.source_id not in sids:
+                return False
+            if after_clip is not None and c.id <= after_clip:
                 return False
             return time_range is None or (c.end >= time_range[0] and c.start <= time_range[1])
 
@@ -498,7 +518,7 @@ class LiveSession:
                     streams = list(self._streams.values())
                 worked = False
                 for s in streams:
-                    if s.finished.is_set():
+                    if s.flushed.is_set():
                         continue
                     item = None if s.stop.is_set() else s.take()
                     if item is not None:
@@ -566,13 +586,13 @@ class LiveSession:
             with self._lock:  # a file read to its end is not read again after a restart
                 s.persisted = False
                 self._save_state()
-        s.finished.set()
+        s.flushed.set()
 
     def _commit(self) -> None:
         with self._lock:
             streams = list(self._streams.values())
         for s in streams:
-            if not s.finished.is_set():
+            if not s.flushed.is_set():
                 s.indexer.add_pending()
         t = time.perf_counter()
         self._writer.commit()
@@ -580,7 +600,7 @@ class LiveSession:
         now = time.time()
         for s in streams:
             s.last_commit = now
-            if not s.finished.is_set():
+            if not s.flushed.is_set():
                 _fill(s.summary, s.indexer, s.source, s.timer, s.t_start, s.first_pts, s.last_pts)
         with self._committed:
             changed = self._writer.generation != self.generation
@@ -588,12 +608,14 @@ class LiveSession:
             self.clips = len(self._writer)
             self.commits += int(changed)
             self._committed.notify_all()
-        if not changed:  # nothing new was indexed since the last commit
-            return
-        self._emit("commit", generation=self.generation, clips=self.clips,
-                   seconds=round(seconds, 3))
-        if self._alerts:
-            self._check_alerts()
+        if changed:  # else nothing new was indexed since the last commit
+            self._emit("commit", generation=self.generation, clips=self.clips,
+                       seconds=round(seconds, 3))
+            if self._alerts:
+                self._check_alerts()
+        for s in streams:
+            if s.flushed.is_set():
+                s.finished.set()
 
     # ------------------------------------------------------------------ state
     def _save_state(self) -> None:
@@ -603,7 +625,8 @@ class LiveSession:
                    for s in self._streams.values() if s.persisted]
         alerts = [{"id": a.id, "text": a.text, "image_path": a.image_path,
                    "source_ids": list(a.source_ids), "threshold": a.threshold,
-                   "webhook": a.webhook, "created": a.created} for a in self._alerts.values()]
+                   "webhook": a.webhook, "created": a.created, "fired": a.fired,
+                   "checked_to": a.checked_to} for a in self._alerts.values()]
         atomic_write_json(self.store_dir / STATE_FILE, {"streams": streams, "alerts": alerts})
 
     def resume(self) -> list[str]:
@@ -623,7 +646,9 @@ class LiveSession:
                                               source_ids=tuple(a.get("source_ids", ())),
                                               threshold=float(a.get("threshold", 0.5)),
                                               webhook=a.get("webhook", ""),
-                                              created=float(a.get("created", time.time())))
+                                              created=float(a.get("created", time.time())),
+                                              fired=int(a.get("fired", 0)),
+                                              checked_to=int(a.get("checked_to", -1)))
         started = []
         for st in state.get("streams", []):
             try:

@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
 NET_SCHEMES = ("rtsp", "rtsps", "http", "https")
 _SOURCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,99}$")
-_OPEN_PATHS = ("/", "/static/")    # the page and its files; it asks for the token itself
 QUESTION_NICE = 10                 # questions run below the ingest thread's CPU priority
 
 
@@ -79,7 +78,7 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope["path"]
-        open_path = path == "/" or path.startswith(_OPEN_PATHS[1])
+        open_path = path == "/" or path.startswith("/static/")  # the page asks for the token
         if self.token and not open_path and not self._authorized(scope):
             resp = _error(401, "missing or wrong token; fix: send the header "
                                "'Authorization: Bearer TOKEN' (the token given to serve --token)")

@@ -100,6 +100,7 @@ def test_saved_alerts_resume_and_a_finished_file_is_not_read_again(tmp_path):
             session.wait_commit(5)
         first = session.ask(Question(text="what is shown?"), top_k=10).evidence
         assert alert.fired > 0, "threshold 0 fires on every new clip"
+        fired = alert.fired
     saved = json.loads((store / STATE_FILE).read_text())
     assert saved["streams"] == [], "a file read to its end is not resumed"
     assert saved["alerts"][0]["id"] == alert.id
@@ -110,5 +111,8 @@ def test_saved_alerts_resume_and_a_finished_file_is_not_read_again(tmp_path):
         while session.running():
             session.wait_commit(5)
         assert session.stream("city")["frames_in"] == 0
+        assert session.alerts()[0].fired == fired, "clips already checked do not fire again"
+        late = session.add_alert(text="tower", threshold=0.0)
+        assert late.checked_to == max(e.clip_id for e in first), "a new alert watches new clips"
         again = session.ask(Question(text="what is shown?"), top_k=10).evidence
     assert sorted((e.start, e.clip_id) for e in again) == sorted((e.start, e.clip_id) for e in first)

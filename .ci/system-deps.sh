@@ -4,6 +4,8 @@
 #   - GStreamer RTSP server stack + python3-gi: a real RTSP server on loopback for the
 #     live-source tests (run with Debian's /usr/bin/python3)
 #   - build-essential + cmake: pip builds llama-cpp-python (its server answers in the tests)
+#   - chromium + chromium-driver: the web page of `streamvid serve` tested in a real
+#     headless browser (Selenium)
 # Idempotent: safe to run on every CI start. Needs root (CI runs it as root).
 set -euo pipefail
 
@@ -22,6 +24,8 @@ PACKAGES=(
   gstreamer1.0-libav
   build-essential
   cmake
+  chromium
+  chromium-driver
 )
 
 missing=()

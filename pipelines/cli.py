@@ -1,4 +1,4 @@
-"""The ``streamvid`` command line: index, ask, live, niah, demo.
+"""The ``streamvid`` command line: index, ask, live, serve, niah, demo.
 
 Every failure — a :class:`StreamvidError`, a usage error, an OS error (permissions, a full
 disk), undecodable input — prints one ``error: … fix: …`` line and exits 1 (:func:`main`);
@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import sys
-import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -200,74 +200,104 @@ def ask(ctx: click.Context, args: tuple[str, ...], store: str | None, image: str
 @click.option("--store", required=True, type=click.Path(file_okay=False))
 @with_config
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--source-id", default=None, help="Name of this stream in the store (default: its URI or file name).")
 @click.option("--top-k", type=click.IntRange(1, 1000), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Answers as JSON lines.")
 @click.pass_context
 def live(ctx: click.Context, uri: str, store: str, config_path: str | None, sets: tuple[str, ...],
-         duration: float | None, top_k: int | None, as_json: bool) -> None:
+         duration: float | None, source_id: str | None, top_k: int | None, as_json: bool) -> None:
     """Index URI (rtsp://…, a camera, a file) and answer questions typed on stdin meanwhile.
 
-    One question per line; a line starting with `image:` names an image query. The store is
-    committed every memory.commit_every seconds, so answers cover what was seen until then.
-    A question that cannot be asked (an unreadable image) is answered with an `error:` line
-    and the session goes on.
+    One question per line; a line starting with `image:` names an image query. The models
+    load once; the store is committed every memory.commit_every seconds (at most 5), so
+    answers cover what was seen until then. A question that cannot be asked (an unreadable
+    image) is answered with an `error:` line and the session goes on.
     """
-    from .ask import Asker, load_image
-    from .index import index_video
+    from .ask import load_image
+    from .live import LiveSession
 
     cfg = load_config(config_path, sets, **{"source.duration": duration})
-    cfg = cfg.replace(memory=dataclasses.replace(cfg.memory,
-                                                 commit_every=min(cfg.memory.commit_every, 5.0)))
     _check_video_arg(uri)
-    stop = threading.Event()
-    result: dict[str, Any] = {}
-    ready = threading.Event()
-
-    def run() -> None:
+    with LiveSession(store, cfg, commit_every=min(cfg.memory.commit_every, 5.0)) as session:
+        sid = session.add(uri, source_id)["source_id"]
+        click.echo(f"ingesting {uri}; type a question per line (Ctrl-D ends input, Ctrl-C stops)", err=True)
         try:
-            result["summary"] = index_video(uri, store, cfg, progress=False, stop=stop,
-                                            on_commit=lambda s: ready.set())
-        except BaseException as err:  # forwarded to the main thread
-            result["error"] = err
-        finally:
-            ready.set()
-            stop.set()
+            waited = False
+            stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace") \
+                if hasattr(sys.stdin, "buffer") else sys.stdin
+            for line in stdin:
+                line = line.strip()
+                if not line:
+                    continue
+                if not waited:  # the first answer needs a first commit
+                    session.wait_commit(after=0)
+                    waited = True
+                if session.exception(sid) is not None:
+                    break
+                try:
+                    if line.startswith("image:"):
+                        q = Question(image=load_image(line[6:].strip()), image_path=line[6:].strip())
+                    else:
+                        q = Question(text=line)
+                    _print_answer(session.ask(q, top_k=top_k), as_json, cfg.answer)
+                except StreamvidError as err:  # one bad question does not end the session
+                    click.echo(error_line(err), err=True)
+            while session.running():
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            click.echo("stopping…", err=True)
+    err = session.exception(sid)
+    if err is not None:
+        raise err if isinstance(err, StreamvidError) else SourceError(f"{uri}: {err}")
+    for line in session.summary(sid).lines():
+        click.echo(line, err=True)
 
-    worker = threading.Thread(target=run, name="streamvid-live", daemon=True)
-    worker.start()
-    click.echo(f"ingesting {uri}; type a question per line (Ctrl-D ends input, Ctrl-C stops)", err=True)
-    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace") \
-        if hasattr(sys.stdin, "buffer") else sys.stdin
-    try:
-        for line in stdin:
-            line = line.strip()
-            if not line:
-                continue
-            ready.wait()
-            if "error" in result:
-                break
-            try:
-                if line.startswith("image:"):
-                    q = Question(image=load_image(line[6:].strip()), image_path=line[6:].strip())
-                else:
-                    q = Question(text=line)
-                with Asker(store, cfg) as asker:
-                    _print_answer(asker.ask(q, top_k=top_k), as_json, asker.config.answer)
-            except StreamvidError as err:  # one bad question does not end the session
-                click.echo(error_line(err), err=True)
-        while worker.is_alive():
-            worker.join(0.5)
-    except KeyboardInterrupt:
-        click.echo("stopping…", err=True)
-    finally:
-        stop.set()
-        worker.join()
-    if "error" in result:
-        raise result["error"]
-    summary = result.get("summary")
-    if summary is not None:
-        for line in summary.lines():
-            click.echo(line, err=True)
+
+# ---------------------------------------------------------------------------- serve
+
+@cli.command()
+@click.option("--store", required=True, type=click.Path(file_okay=False), help="Store directory (created or reopened).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; any but loopback needs --token.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--token", envvar="STREAMVID_TOKEN", default=None,
+              help="Bearer token every request must carry (env STREAMVID_TOKEN).")
+@click.option("--media-root", "media_roots", multiple=True, type=click.Path(file_okay=False, exists=True),
+              help="Directory whose files may be added as streams; repeatable. No file sources without one.")
+@click.option("--max-upload-mb", type=click.FloatRange(0.01, 1024), default=8.0, show_default=True,
+              help="Largest request body (an uploaded image).")
+@click.option("--commit-every", type=click.FloatRange(0.1), default=None,
+              help="Seconds between commits (default: memory.commit_every, at most 5).")
+@click.option("--torch-threads", type=click.IntRange(0), default=1, show_default=True,
+              help="Threads inside each model call (0 = torch's default). Streams and questions "
+                   "run in parallel threads already; more threads per call contend on a busy CPU.")
+@with_config
+def serve(store: str, host: str, port: int, token: str | None, media_roots: tuple[str, ...],
+          max_upload_mb: float, commit_every: float | None, torch_threads: int,
+          config_path: str | None, sets: tuple[str, ...]) -> None:
+    """Serve live questioning of many streams over HTTP, with a web page at /.
+
+    Streams and alerts are saved with the store: after a restart they resume.
+    """
+    from .live import LiveSession
+    from .serve import LOOPBACK, create_app, run
+
+    if host not in LOOPBACK and not token:
+        raise ConfigError(f"--host {host} is reachable from other machines; fix: give --token "
+                          "(or STREAMVID_TOKEN), or bind 127.0.0.1")
+    cfg = load_config(config_path, sets)
+    if torch_threads:
+        import torch
+
+        torch.set_num_threads(torch_threads)
+    every = commit_every if commit_every is not None else min(cfg.memory.commit_every, 5.0)
+    with LiveSession(store, cfg, commit_every=every, persist=True) as session:
+        resumed = session.resume()
+        app = create_app(session, token=token, media_roots=list(media_roots),
+                         max_body=int(max_upload_mb * (1 << 20)))
+        if resumed:
+            click.echo(f"resumed {len(resumed)} streams: {', '.join(resumed)}", err=True)
+        click.echo(f"serving {store} on http://{host}:{port}/", err=True)
+        run(app, host, port)
 
 
 # ---------------------------------------------------------------------------- demo

@@ -119,7 +119,7 @@ class Indexer:
     """
 
     def __init__(self, config: Config, store, models: Models, source_id: str, timer: _Timer,
-                 *, commit_clips: int = 0):
+                 *, commit_clips: int = 0, batch_size: int | None = None):
         from streamvid.cache import create_cache
         from streamvid.compress import create_clip_builder, create_keyframe_selector, create_pruner
 
@@ -127,7 +127,9 @@ class Indexer:
         self.store = store
         self.models = models
         self.timer = timer
-        self.cache = create_cache(models.encoder, config.cache, batch_size=config.encoder.batch_size)
+        # live sessions encode each frame as it comes (batch_size=1): batches would add lag
+        self.cache = create_cache(models.encoder, config.cache,
+                                  batch_size=batch_size or config.encoder.batch_size)
         self.keyframes = create_keyframe_selector(config.compress)
         self.pruner = create_pruner(config.compress)
         self.builder = create_clip_builder(config.clips, source_id=source_id)

@@ -487,11 +487,14 @@ class Evidence:
     score: float
     text: str
     keyframe: float
+    clip_id: int = -1        # the store's id of the clip (its keyframe image, its tokens)
+    source_id: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {"start": round(self.start, 3), "end": round(self.end, 3),
                 "score": round(float(self.score), 4), "text": self.text,
-                "keyframe": round(self.keyframe, 3)}
+                "keyframe": round(self.keyframe, 3), "clip_id": int(self.clip_id),
+                "source_id": self.source_id}
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ def evidence_of(item: ContextItem) -> Evidence:
     if clip.merged > 1:
         text = f"[{clip.merged} clips merged] {text}"
     return Evidence(start=clip.start, end=clip.end, score=float(item.score), text=text,
-                    keyframe=float(clip.keyframe))
+                    keyframe=float(clip.keyframe), clip_id=int(clip.id), source_id=clip.source_id)
 
 
 def _span(ev: Evidence) -> str:

@@ -4,7 +4,6 @@ restarted mid-stream) and an MPEG-TS stream written into a pipe faster than it i
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,18 +17,7 @@ from streamvid.errors import SourceError
 from streamvid.sources import create_source, open_source
 
 from conftest import DATA, IN_CI
-
-SERVER = Path(__file__).with_name("rtsp_server.py")
-SYSTEM_PY = "/usr/bin/python3"
-
-
-def _gst_available() -> bool:
-    if not os.path.exists(SYSTEM_PY):
-        return False
-    probe = ("import gi; gi.require_version('Gst','1.0'); gi.require_version('GstRtspServer','1.0'); "
-             "from gi.repository import Gst, GstRtspServer; Gst.init(None); "
-             "assert Gst.ElementFactory.find('x264enc') and Gst.ElementFactory.find('rtph264pay')")
-    return subprocess.run([SYSTEM_PY, "-c", probe], capture_output=True).returncode == 0
+from tests.live_helpers import RtspServer, free_port, gst_available as _gst_available
 
 
 @pytest.fixture(scope="module")
@@ -38,45 +26,6 @@ def gst() -> None:
         if IN_CI:
             pytest.fail("the GStreamer RTSP server stack is missing in CI; fix: run .ci/system-deps.sh")
         pytest.skip("GStreamer RTSP server not installed (see .ci/system-deps.sh)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RtspServer:
-    """GStreamer's RTSP server in a child process, serving a 25 fps H.264 test pattern."""
-
-    def __init__(self, port: int, fps: int = 25) -> None:
-        self.port, self.fps = port, fps
-        self.url = f"rtsp://127.0.0.1:{port}/live"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "RtspServer":
-        deadline = time.monotonic() + 20
-        while True:
-            self.proc = subprocess.Popen([SYSTEM_PY, str(SERVER), "--port", str(self.port),
-                                          "--fps", str(self.fps)],
-                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            line = self.proc.stdout.readline().strip()
-            if line.startswith("READY"):
-                return self
-            self.proc.wait()
-            if time.monotonic() > deadline:  # the port may linger briefly after a stop
-                raise RuntimeError(f"RTSP server did not start: {line}")
-            time.sleep(0.3)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
 
 
 @pytest.fixture()

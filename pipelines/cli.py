@@ -7,7 +7,6 @@ disk), undecodable input — prints one ``error: … fix: …`` line and exits 1
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import io
 import json

@@ -26,6 +26,19 @@ def save_tokenizer(path) -> None:
     fast.save_pretrained(path)
 
 
+def processor_class(family: str):
+    """The family's image processor (PIL backend: no torchvision needed)."""
+    import transformers
+
+    return getattr(transformers, {"llava-ov": "LlavaOnevisionImageProcessorPil",
+                                  "qwen2.5-vl": "Qwen2VLImageProcessorPil",
+                                  "smolvlm": "SmolVLMImageProcessorPil"}[family])
+
+
+_HALF = dict(image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+STATS = {"llava-ov": _HALF, "qwen2.5-vl": {}, "smolvlm": _HALF}  # as the released checkpoints
+
+
 def _text(**kw):
     d = dict(vocab_size=len(VOCAB), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
@@ -70,4 +83,5 @@ def build(family: str, path) -> str:
         raise ValueError(family)
     model.save_pretrained(path)
     save_tokenizer(path)
+    processor_class(family)(**STATS[family]).save_pretrained(path)
     return str(path)

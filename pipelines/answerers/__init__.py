@@ -1,7 +1,8 @@
 """Answerers: turn a retrieved Context into an Answer.
 
 One module per backend, each registered by name in :data:`ANSWERERS`:
-``extractive`` (the offline default) answers from what the memory holds.
+``extractive`` (the offline default) answers from what the memory holds; ``hf`` runs a
+VideoLLM in-process on the retrieved visual tokens (imported on first use).
 """
 
 from __future__ import annotations

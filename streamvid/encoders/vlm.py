@@ -71,7 +71,7 @@ def resolve_device(device: str) -> str:
 class VLM:
     """One loaded VideoLLM: its vision side as a token encoder, its tokenizer and LLM."""
 
-    def __init__(self, model: str, *, dtype: str = "float32", device: str = "cpu", size: int = 0):
+    def __init__(self, model: str, *, dtype: str = "float32", device: str = "cpu"):
         try:
             import torch
             import transformers
@@ -110,34 +110,39 @@ class VLM:
         self.image_mean = tuple(float(x) for x in proc.get("image_mean", mean))
         self.image_std = tuple(float(x) for x in proc.get("image_std", std))
         if self.family == "llava-ov":
-            n = int(vc.image_size) // int(vc.patch_size)
-            self.size = int(vc.image_size)
-            side = math.ceil(n / 2)
             self.feature_layer = (f"vision layer {cfg.vision_feature_layer} "
                                   f"({cfg.vision_feature_select_strategy}) + projector + 2x2 pool")
         elif self.family == "qwen2.5-vl":
-            unit = int(vc.patch_size) * int(vc.spatial_merge_size)
-            self.size = int(size or QWEN_DEFAULT_SIZE)
-            if self.size % unit:
-                raise ConfigError(f"config encoder.size: {self.size} is not a multiple of {unit} "
-                                  f"(patch x merge) of {model!r}; fix: e.g. {self.size // unit * unit}")
-            side = self.size // unit
             self.feature_layer = f"vision layer -1 + {vc.spatial_merge_size}x{vc.spatial_merge_size} merger"
         else:
-            n = int(vc.image_size) // int(vc.patch_size)
-            self.size = int(vc.image_size)
-            side = n // int(cfg.scale_factor)
             self.feature_layer = f"vision layer -1 + pixel shuffle {cfg.scale_factor} + connector"
-        if self.family != "qwen2.5-vl" and size and size != self.size:
+
+    def geometry(self, size: int = 0) -> tuple[int, tuple[int, int]]:
+        """``(input side, token grid)`` of a frame: the model's own side for LLaVA-OneVision and
+        SmolVLM; ``size`` (a multiple of patch x merge, default 448) for Qwen2.5-VL."""
+        cfg, vc = self.config, self.config.vision_config
+        if self.family == "qwen2.5-vl":
+            unit = int(vc.patch_size) * int(vc.spatial_merge_size)
+            side = int(size or QWEN_DEFAULT_SIZE)
+            if side % unit:
+                raise ConfigError(f"config encoder.size: {side} is not a multiple of {unit} "
+                                  f"(patch x merge) of {self.name!r}; fix: e.g. {side // unit * unit}")
+            return side, (side // unit, side // unit)
+        side = int(vc.image_size)
+        if size and size != side:
             raise ConfigError(f"config encoder.size: {self.family} models read frames at their own "
-                              f"size {self.size}; fix: leave encoder.size at 0")
-        self.grid = (side, side)
+                              f"size {side}; fix: leave encoder.size at 0")
+        n = side // int(vc.patch_size)
+        g = math.ceil(n / 2) if self.family == "llava-ov" else n // int(cfg.scale_factor)
+        return side, (g, g)
 
     # ------------------------------------------------------------------ facts
     @property
-    def token_spec(self) -> TokenSpec:
-        return TokenSpec(self.name, self.feature_layer, f"llm-input:{self.model_type}:{self.hidden}",
-                         self.grid)
+    def space(self) -> str:
+        return f"llm-input:{self.model_type}:{self.hidden}"
+
+    def token_spec(self, grid: tuple[int, int]) -> TokenSpec:
+        return TokenSpec(self.name, self.feature_layer, self.space, tuple(grid))
 
     @property
     def tokenizer(self):
@@ -152,10 +157,10 @@ class VLM:
         return self._tokenizer
 
     # ------------------------------------------------------------------ vision
-    def pixels(self, images: Sequence[np.ndarray]):
-        """Letterboxed, normalised ``[B, 3, size, size]`` float32 frames."""
-        return letterbox_normalize(images, self.size, self.image_mean, self.image_std,
-                                   self._torch.float32)
+    def pixels(self, images: Sequence[np.ndarray], size: int = 0):
+        """Letterboxed, normalised ``[B, 3, side, side]`` float32 frames (see :meth:`geometry`)."""
+        side, _ = self.geometry(size)
+        return letterbox_normalize(images, side, self.image_mean, self.image_std, self._torch.float32)
 
     def qwen_patches(self, px):
         """``[B, 3, S, S]`` -> the flat patch rows Qwen2.5-VL's vision tower reads (each frame
@@ -168,10 +173,10 @@ class VLM:
         x = x[:, :, :, :, :, :, None].expand(*x.shape[:6], tp, p, p)
         return x.reshape(b * gh * gw, c * tp * p * p), (gh, gw)
 
-    def visual_tokens(self, images: Sequence[np.ndarray]):
+    def visual_tokens(self, images: Sequence[np.ndarray], size: int = 0):
         """The tokens the LLM reads for each frame: a ``[B, N, D]`` tensor, row-major grid."""
         torch = self._torch
-        px = self.pixels(images).to(self.device, self.dtype)
+        px = self.pixels(images, size).to(self.device, self.dtype)
         b = px.shape[0]
         core = self.model.model
         with torch.inference_mode():
@@ -197,14 +202,14 @@ _LOADED: dict[tuple, VLM] = {}
 _LOAD_LOCK = threading.Lock()
 
 
-def load_vlm(model: str, *, dtype: str = "float32", device: str = "cpu", size: int = 0) -> VLM:
+def load_vlm(model: str, *, dtype: str = "float32", device: str = "cpu") -> VLM:
     """The VLM for these settings, loaded once per process (the encoder and the answerer of
     one pipeline share it)."""
-    key = (model_name(model), dtype, resolve_device(device), int(size))
+    key = (model_name(model), dtype, resolve_device(device))
     with _LOAD_LOCK:
         vlm = _LOADED.get(key)
         if vlm is None:
-            vlm = _LOADED[key] = VLM(model, dtype=dtype, device=device, size=size)
+            vlm = _LOADED[key] = VLM(model, dtype=dtype, device=device)
         return vlm
 
 
@@ -224,18 +229,18 @@ class VLMEncoder(VisionEncoder):
 
         if config.threads:
             torch.set_num_threads(config.threads)
-        self.vlm = load_vlm(config.model, dtype=config.dtype, device="cpu", size=config.size)
+        self.vlm = load_vlm(config.model, dtype=config.dtype, device="cpu")
         self.config = config
         self.batch_size = config.batch_size
-        self.grid = self.vlm.grid
+        self.size, self.grid = self.vlm.geometry(config.size)
         self.dim = self.pooled_dim = self.vlm.hidden
-        self.input_size = (self.vlm.size, self.vlm.size)
-        self.model_id = f"vlm:{self.vlm.name}@{self.vlm.size}"
+        self.input_size = (self.size, self.size)
+        self.model_id = f"vlm:{self.vlm.name}@{self.size}"
         self.encode_seconds = 0.0
 
     @property
     def token_spec(self) -> TokenSpec:
-        return self.vlm.token_spec
+        return self.vlm.token_spec(self.grid)
 
     def encode(self, images: Sequence[np.ndarray]) -> EncoderOutput:
         imgs = check_images(images, "vlm encoder")
@@ -244,7 +249,7 @@ class VLMEncoder(VisionEncoder):
             return EncoderOutput(np.zeros((0, n, self.dim), np.float32),
                                  np.zeros((0, self.dim), np.float32), self.grid)
         t0 = time.perf_counter()
-        toks = [self.vlm.visual_tokens(imgs[i:i + self.batch_size]).float().cpu().numpy()
+        toks = [self.vlm.visual_tokens(imgs[i:i + self.batch_size], self.size).float().cpu().numpy()
                 for i in range(0, len(imgs), self.batch_size)]
         self.encode_seconds += time.perf_counter() - t0
         tokens = np.ascontiguousarray(np.concatenate(toks), dtype=np.float32)

@@ -7,7 +7,9 @@ them; with pruning, kept tokens keep the positions they have in the full run."""
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,3 +172,40 @@ def test_refuses_tokens_of_another_tower(models, store_family, asked):
     ans = create_answerer(AnswerConfig(name="hf", model=models[asked], device="cpu"))
     with pytest.raises(StoreError, match="store's visual tokens come from .*answer.model: "):
         ans.answer(ctx.question, ctx)
+
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_index_then_ask_end_to_end(models, tmp_path, capsys):
+    """A real video indexed with a family profile (the tiny model in place of the hub one),
+    then asked through the CLI: the hf answerer reads the stored tokens; another family's
+    answerer is refused with one error line."""
+    from pipelines.cli import main
+
+    store = tmp_path / "store"
+    tiny = ["--set", f"encoder.model={models['qwen2.5-vl']}", "--set", "encoder.size=32"]
+    code = main(["index", str(DATA / "world_3s.mp4"), "--store", str(store), "--config",
+                 str(ROOT / "configs" / "hf-qwen2.5-vl.yaml"), *tiny, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    manifest = json.loads((store / "manifest.json").read_text())
+    spec = manifest["spec"]["tokens"]
+    assert spec["model"] == models["qwen2.5-vl"] and spec["space"] == "llm-input:qwen2_5_vl:32"
+    assert spec["grid"] == [4, 4]
+    code = main(["ask", "--store", str(store), "what happens in the video ?", "--json",
+                 "--set", "answer.name=hf", "--set", "answer.max_new_tokens=3"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["answer"]
+    assert res["timings"]["visual_tokens"] > 0 and res["timings"]["prefill_s"] > 0
+    # a store built with Qwen2.5-VL's tower, asked with LLaVA-OneVision: one clear error line
+    code = main(["ask", "--store", str(store), "what happens ?", "--set", "answer.name=hf",
+                 "--set", f"answer.model={models['llava-ov']}"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err and "answer.model: " + models["qwen2.5-vl"] in lines[0]

@@ -217,7 +217,7 @@ class HFAnswerer(Answerer):
         with vlm._lock, torch.inference_mode():
             t0 = time.perf_counter()
             pos = p.positions.to(dev) if p.positions is not None else None
-            out = model(inputs_embeds=emb, position_ids=pos, use_cache=True)
+            out = model(inputs_embeds=emb, position_ids=pos, use_cache=True, logits_to_keep=1)
             logits = out.logits[0, -1]
             t1 = time.perf_counter()
             nxt = p.next_position
@@ -232,7 +232,7 @@ class HFAnswerer(Answerer):
                 kw = {}
                 if p.positions is not None:
                     kw["position_ids"] = torch.full((3, 1, 1), nxt + step, dtype=torch.long, device=dev)
-                out = model(inputs_embeds=e, cache=out.cache, use_cache=True, **kw)
+                out = model(inputs_embeds=e, cache=out.cache, use_cache=True, logits_to_keep=1, **kw)
                 logits = out.logits[0, -1]
             t2 = time.perf_counter()
         text = tok.decode(out_ids, skip_special_tokens=True).strip()

@@ -13,7 +13,9 @@ Qwen2.5-VL gets M-RoPE ids as its own ``get_rope_index`` computes them for each 
 video (temporal channel from the tokens' real times: ``tokens_per_second`` per second since
 the clip's start; rows and columns from the kept tokens' grid positions), so a pruned token
 keeps the ids it has in the full clip; decoding continues from the largest id + 1, as
-``generate`` does after a full prefill. Generation is greedy, with the KV cache.
+``generate`` does after a full prefill. ``generate`` given ``inputs_embeds`` alone cannot
+derive these ids (transformers issue 35463), so the answerer runs its own greedy loop with
+the KV cache and explicit position ids at every step.
 
 An answerer refuses a context whose tokens come from another tower (:class:`TokenSpec`
 mismatch). ``Answer.timings`` gets ``prefill_s``, ``generate_s``, ``visual_tokens`` and
@@ -133,9 +135,6 @@ class HFAnswerer(Answerer):
             pos.extend((cur + i,) * 3 for i in range(len(new)))
             cur += len(new)
 
-        def special(name: str) -> None:
-            text(name)
-
         def slots(n: int, placeholder: int, coords: list[tuple[int, int, int]] | None = None) -> None:
             ids.extend([placeholder] * n)
             is_vis.extend([True] * n)
@@ -161,7 +160,7 @@ class HFAnswerer(Answerer):
                     visual.append(rows)
                     visual.append(vlm.model.model.image_newline.detach().float()[None].cpu())
                 elif fam == "qwen2.5-vl":
-                    special("<|vision_start|>")
+                    text("<|vision_start|>")
                     tps = float(cfg.vision_config.tokens_per_second)
                     st = cur
                     coords = [(st + int(math.floor((t - c.start) * tps + 1e-6)), st + int(r), st + int(q))
@@ -169,15 +168,15 @@ class HFAnswerer(Answerer):
                     slots(it.n_tokens, cfg.video_token_id, coords)
                     visual.append(rows)
                     cur = st + max(grid)
-                    special("<|vision_end|>")
+                    text("<|vision_end|>")
                 else:
                     times = np.asarray(it.token_times)
                     for t in _unique(times):
                         sel = times == t
-                        special("<fake_token_around_image><global-img>")
+                        text("<fake_token_around_image><global-img>")
                         slots(int(sel.sum()), cfg.image_token_id)
                         visual.append(rows[torch.from_numpy(sel)])
-                        special("<fake_token_around_image>")
+                        text("<fake_token_around_image>")
             ocr = " ".join(c.ocr_text.split())
             text(f"\nOn screen: {ocr}\n" if ocr else "\n")
         q = context.question.text.strip() or "Where in the video does the given picture appear?"
@@ -214,7 +213,7 @@ class HFAnswerer(Answerer):
             stop.add(int(tok.eos_token_id))
         dev = emb.device
         out_ids: list[int] = []
-        with vlm._lock, torch.inference_mode():
+        with vlm.lock, torch.inference_mode():
             t0 = time.perf_counter()
             pos = p.positions.to(dev) if p.positions is not None else None
             out = model(inputs_embeds=emb, position_ids=pos, use_cache=True, logits_to_keep=1)

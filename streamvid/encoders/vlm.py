@@ -102,7 +102,7 @@ class VLM:
         self.config = cfg
         self._model_dir = model
         self._tokenizer: Any = None
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()   # one generation at a time per loaded model
         vc = cfg.vision_config
         self.hidden = int(cfg.text_config.hidden_size)
         proc = _read_json(model, "preprocessor_config.json") or {}

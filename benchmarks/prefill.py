@@ -10,6 +10,7 @@ with ``max_new_tokens=1``: prefill time, time to first token and the peak reside
 over the call are measured, all ratios in one process.
 
     PYTHONPATH=. python benchmarks/prefill.py --model llava-ov-0.5b      # results/prefill.{md,json}
+    PYTHONPATH=. python benchmarks/prefill.py --model qwen2.5-vl-3b --out benchmarks/results/prefill-qwen
 """
 
 from __future__ import annotations
@@ -159,6 +160,32 @@ def measure(model_dir: str, keep: float, args) -> dict:
             "load": [round(x, 2) for x in os.getloadavg()]}
 
 
+def render(meta: dict) -> str:
+    """The results table (markdown) of one run."""
+    rows = meta["rows"]
+    full = next((x for x in rows if x["keep"] == 1.0), None)
+    lines = [f"# VideoLLM prefill: {meta['model']} ({meta['dtype']}, random weights)", "",
+             f"Context: {meta['frames']} frames retrieved out of an hour ({meta['clips']} clips of "
+             f"{meta['frames'] // meta['clips']} frames), each clip introduced by its time and followed "
+             f"by its on-screen text; {rows[0]['grid'][0]}x{rows[0]['grid'][1]} tokens per frame. "
+             "Each keep ratio measured in a fresh process of the same run (`benchmarks/prefill.py`).",
+             "", f"Machine: {meta['cpu']}, {meta['cores']} cores, torch {rows[0]['torch']} with "
+             f"{rows[0]['torch_threads']} threads, {meta['date']}. The machine was shared with other "
+             f"work: load average (1/5/15 min) {meta['load_before']} at the start and "
+             f"{meta.get('load_after')} at the end; the load column is the 1-minute load average when "
+             "the row finished.", "",
+             "| tokens kept | visual tokens | prompt tokens | prefill (s) | time to first token (s) "
+             "| prefill saved | peak memory over the call (MiB) | memory saved | load |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for x in rows:
+        saved = f"{100 * x['prefill_saved']:.1f} %" if full else "—"
+        msaved = f"{100 * x['memory_saved']:.1f} %" if full else "—"
+        lines.append(f"| {100 * x['keep']:.0f} % | {x['visual_tokens']} | {x['prompt_tokens']} | "
+                     f"{x['prefill_s']:.2f} | {x['ttft_s']:.2f} | {saved} | {x['peak_extra_mib']:.0f} | "
+                     f"{msaved} | {x['load'][0]} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=sorted(ARCHS), default="llava-ov-0.5b")
@@ -167,9 +194,15 @@ def main() -> int:
     ap.add_argument("--clips", type=int, default=16)
     ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "prefill"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "prefill"),
+                    help="results as OUT.json and OUT.md")
+    ap.add_argument("--render", default="", help="only write the .md of an existing results .json")
     ap.add_argument("--child", default="", help=argparse.SUPPRESS)  # model dir: measure one ratio
     args = ap.parse_args()
+    if args.render:
+        p = Path(args.render)
+        p.with_suffix(".md").write_text(render(json.loads(p.read_text())))
+        return 0
     if args.child:
         print("RESULT " + json.dumps(measure(args.child, float(args.keep), args)), flush=True)
         return 0
@@ -182,7 +215,7 @@ def main() -> int:
             "frames": args.frames, "clips": args.clips, "cpu": cpu_name, "cores": os.cpu_count(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "load_before": [round(x, 2) for x in load_before], "rows": []}
-    out = Path(f"{args.out}-{args.model}.json")
+    out = Path(f"{args.out}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_model(args.model, Path(tmp) / args.model)
@@ -205,6 +238,7 @@ def main() -> int:
                     x["memory_saved"] = round(1 - x["peak_extra_mib"] / max(full["peak_extra_mib"], 1e-9), 4)
             meta["load_after"] = [round(x, 2) for x in os.getloadavg()]
             out.write_text(json.dumps(meta, indent=1) + "\n")   # partial results survive
+            out.with_suffix(".md").write_text(render(meta))
     return 0
 
 

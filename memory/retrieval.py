@@ -451,7 +451,7 @@ class Retriever:
             raise QueryError(f"source {source!r} is not in the store {self.store.path}; "
                              f"sources: {', '.join(self.store.sources()) or 'none'}")
         if len(self.store) == 0:
-            return Context(items=(), budget=budget, question=question)
+            return Context(items=(), budget=budget, question=question, tokens=self.store.spec.tokens)
         table = self.store.table()
         rowpos = {int(c): i for i, c in enumerate(table["id"])}
         parts: list[dict[int, float]] = []
@@ -485,7 +485,8 @@ class Retriever:
             items.append(self._item(a, float(scores.get(a.id, 0.0)), n, q_visual, rank=-1,
                                     anchor=True))
         items.sort(key=lambda it: (it.clip.start, it.clip.end, it.is_anchor))
-        return Context(items=tuple(items), budget=budget, question=question)
+        return Context(items=tuple(items), budget=budget, question=question,
+                       tokens=self.store.spec.tokens)
 
     def _anchors(self, hits: list[ClipMemory], source: str | None, table, budget: int
                  ) -> list[ClipMemory]:
@@ -530,5 +531,6 @@ class Retriever:
         pos = np.asarray(clip.token_positions) if clip.token_positions is not None else None
         idx = pick_tokens(toks, n, rel, times, pos)
         return ContextItem(clip=clip, score=float(score), tokens=toks[idx],
-                           token_times=times[idx], is_anchor=anchor, rank=rank)
+                           token_times=times[idx], is_anchor=anchor, rank=rank,
+                           token_positions=None if pos is None else pos[idx].astype(np.int32))
 

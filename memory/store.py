@@ -47,7 +47,7 @@ import numpy as np
 from streamvid.config import MemoryConfig
 from streamvid.errors import StoreError
 from streamvid.io import atomic_save_npy, atomic_write, atomic_write_json, fsync_dir
-from streamvid.types import ClipMemory
+from streamvid.types import ClipMemory, TokenSpec
 
 from .index import VecIndex, ivf_nlist
 
@@ -85,16 +85,21 @@ class StoreSpec:
     text_id: str
     text_dim: int
     config: dict = field(default_factory=dict)
+    tokens: TokenSpec | None = None  # what the stored visual tokens are (model, layer, space, grid)
 
     def to_json(self) -> dict[str, Any]:
-        return {"encoder_id": self.encoder_id, "vector_dim": int(self.vector_dim),
-                "text_id": self.text_id, "text_dim": int(self.text_dim),
-                "config": self.config}
+        d = {"encoder_id": self.encoder_id, "vector_dim": int(self.vector_dim),
+             "text_id": self.text_id, "text_dim": int(self.text_dim),
+             "config": self.config}
+        if self.tokens is not None:
+            d["tokens"] = self.tokens.to_json()
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "StoreSpec":
+        tokens = TokenSpec.from_json(d["tokens"]) if d.get("tokens") else None
         return cls(str(d["encoder_id"]), int(d["vector_dim"]), str(d["text_id"]),
-                   int(d["text_dim"]), dict(d.get("config") or {}))
+                   int(d["text_dim"]), dict(d.get("config") or {}), tokens)
 
 
 # --------------------------------------------------------------------------- segments

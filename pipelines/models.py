@@ -77,4 +77,5 @@ class Models:
             text_id=txt.model_id,
             text_dim=int(txt.dim),
             config={k: v for k, v in self.config.to_dict().items() if k in INDEX_SECTIONS},
+            tokens=enc.token_spec,
         )

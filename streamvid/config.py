@@ -104,12 +104,12 @@ class SourceConfig(_Section):
 @dataclass(frozen=True)
 class EncoderConfig(_Section):
     _section = "encoder"
-    name: str = _f("lite", "vision encoder: lite (EfficientNet-Lite0, offline) or hf (transformers)")
-    model: str = _f("", "hf: hub name or local path of the vision model")
+    name: str = _f("lite", "vision encoder: lite (EfficientNet-Lite0, offline), hf (a transformers vision tower) or vlm (a VideoLLM's own tower and projector: the tokens its LLM reads)")
+    model: str = _f("", "hf/vlm: hub name or local path of the model")
     dtype: str = _f("float32", "compute dtype", choices=("float32", "bfloat16"))
     batch_size: int = _f(16, "frames encoded per batch", min=1)
     threads: int = _f(0, "torch intra-op threads (0 = torch default)", min=0)
-    size: int = _f(0, "input side in pixels, the longer one for lite (0 = the encoder's default: lite 512, hf the model's own)", min=0, max=4096)
+    size: int = _f(0, "input side in pixels, the longer one for lite (0 = the encoder's default: lite 512, hf and vlm the model's own, Qwen2.5-VL 448)", min=0, max=4096)
     aspect: str = _f("16:9", "lite: input shape as width:height (frames of another shape are letterboxed into it; 1:1 = square)")
 
 
@@ -208,10 +208,12 @@ class RetrievalConfig(_Section):
 @dataclass(frozen=True)
 class AnswerConfig(_Section):
     _section = "answer"
-    name: str = _f("extractive", "answerer: extractive (offline default), openai (any OpenAI-compatible chat server)")
-    model: str = _f("", "hf/openai: model name or path (openai: the name the server knows; empty = not sent, the server's default)")
+    name: str = _f("extractive", "answerer: extractive (offline default), hf (a VideoLLM in-process, fed the retrieved tokens), openai (any OpenAI-compatible chat server)")
+    model: str = _f("", "hf/openai: model name or path (hf: empty = the VideoLLM whose tower built the store; openai: the name the server knows, empty = not sent, the server's default)")
     url: str = _f("", "openai: base URL of the server, e.g. http://127.0.0.1:8080/v1")
     max_new_tokens: int = _f(128, "generated tokens at most", min=1)
+    device: str = _f("auto", "hf: where the VideoLLM runs: auto (CUDA when present), cpu, cuda, cuda:N")
+    dtype: str = _f("float32", "hf: compute dtype of the VideoLLM", choices=("float32", "bfloat16"))
     api_key_env: str = _f("OPENAI_API_KEY", "openai: environment variable holding the API key (no key is sent when it is unset)")
     images: bool = _f(True, "openai: send each retrieved moment's keyframe as a JPEG (false: text only, descriptions and times, for servers without vision)")
     max_images: int = _f(8, "openai: keyframe pictures sent at most (the best-scored moments)", min=0)

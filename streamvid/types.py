@@ -172,6 +172,36 @@ class EncoderOutput:
                f"{self.grid[0]}x{self.grid[1]}={self.grid[0] * self.grid[1]} tokens", n)
 
 
+@dataclass(frozen=True)
+class TokenSpec:
+    """What a stored visual token is: which model's tower made it, taken where, in which space.
+
+    ``model`` names the weights (hub name or path), ``feature_layer`` says where in the model
+    the tokens were taken (e.g. ``"-1+projector+pool2x2"``), ``space`` the vector space they
+    live in (``"llm:qwen2_5_vl:2048"`` for tokens a VideoLLM reads as input embeddings) and
+    ``grid`` the (rows, cols) of one frame's tokens. It travels from the encoder into the
+    store's manifest and from retrieval to the answerer, which refuses tokens of another tower.
+    """
+
+    model: str
+    feature_layer: str
+    space: str
+    grid: tuple[int, int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model, "feature_layer": self.feature_layer, "space": self.space,
+                "grid": [int(self.grid[0]), int(self.grid[1])]}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "TokenSpec":
+        g = d["grid"]
+        return cls(str(d["model"]), str(d["feature_layer"]), str(d["space"]), (int(g[0]), int(g[1])))
+
+    def __str__(self) -> str:
+        return (f"{self.model} (tokens from {self.feature_layer}, space {self.space}, "
+                f"grid {self.grid[0]}x{self.grid[1]})")
+
+
 class VisionEncoder(ABC):
     """Images -> token grid + pooled vector. ``model_id`` identifies weights for stores."""
 
@@ -185,6 +215,11 @@ class VisionEncoder(ABC):
     @abstractmethod
     def encode(self, images: Sequence[np.ndarray]) -> EncoderOutput:
         """Encode a batch of ``[H, W, 3]`` uint8 RGB images of any size."""
+
+    @property
+    def token_spec(self) -> TokenSpec:
+        """What this encoder's tokens are (recorded in stores; see :class:`TokenSpec`)."""
+        return TokenSpec(self.model_id, "last", f"{self.name}:{self.dim}", tuple(self.grid))
 
     @property
     def supports_text(self) -> bool:
@@ -448,13 +483,31 @@ class ContextItem:
     clip: ClipMemory
     score: float
     tokens: np.ndarray        # [k, D] the visual tokens given to the answerer (k <= clip's)
-    token_times: np.ndarray   # [k]
+    token_times: np.ndarray   # [k] frame time of each token (s)
     is_anchor: bool = False
     rank: int = -1            # rank by score among the hits (0 = best), -1 for anchors
+    token_positions: np.ndarray | None = None  # [k] row-major index in the frame's token grid
+
+    def __post_init__(self) -> None:
+        k = self.tokens.shape[0]
+        check_array(self.token_times, "ContextItem.token_times", shape=(k,))
+        if self.token_positions is not None:
+            check_array(self.token_positions, "ContextItem.token_positions", shape=(k,))
 
     @property
     def n_tokens(self) -> int:
         return int(self.tokens.shape[0])
+
+    def coords(self, grid: tuple[int, int]) -> np.ndarray:
+        """``[k, 3]`` (time s, row, col) of each token in a frame grid of ``grid`` (rows, cols);
+        tokens without a recorded position (a pooled vector standing in for a clip) get -1."""
+        pos = self.token_positions
+        if pos is None:
+            rc = np.full((self.n_tokens, 2), -1.0)
+        else:
+            pos = np.asarray(pos, np.int64)
+            rc = np.stack([pos // grid[1], pos % grid[1]], axis=1).astype(np.float64)
+        return np.concatenate([np.asarray(self.token_times, np.float64)[:, None], rc], axis=1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -464,6 +517,7 @@ class Context:
     items: tuple[ContextItem, ...]
     budget: int
     question: Question
+    tokens: TokenSpec | None = None   # what the items' tokens are (from the store)
 
     def __post_init__(self) -> None:
         used = self.tokens_used

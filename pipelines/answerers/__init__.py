@@ -1,8 +1,9 @@
 """Answerers: turn a retrieved Context into an Answer.
 
 One module per backend, each registered by name in :data:`ANSWERERS`:
-``extractive`` (the offline default) answers from what the memory holds; ``openai`` asks
-any OpenAI-compatible chat server (imported on first use).
+``extractive`` (the offline default) answers from what the memory holds; ``hf`` runs a
+VideoLLM in-process on the retrieved visual tokens; ``openai`` asks any OpenAI-compatible
+chat server (both imported on first use).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from streamvid.registry import Registry
 from streamvid.types import Answerer
 
 ANSWERERS: Registry[Answerer] = Registry("answerer")
+ANSWERERS.register_lazy("hf", "pipelines.answerers.hf", package="transformers", extra="hf")
 
 
 def create_answerer(config: AnswerConfig | None = None) -> Answerer:

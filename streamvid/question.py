@@ -70,8 +70,8 @@ _SPEECH_NOT = re.compile(r"\b(sign|screen|written|text|label|caption|title|banne
                          r"dialog|window|menu|read|reads)\b", re.I)
 _TEXT = re.compile(r"\b(written|write|writes|text|sign|signs|read|reads|password|code|caption|"
                    r"title|spell|spelled|message|banner|screen|label|labelled|labeled|button|"
-                   r"menu|dialog|window|poster|board|plate|resolution|number shown|word|words|"
-                   r"setting|settings|option|name shown|displayed|shown on)\b", re.I)
+                   r"menu|dialog|window|poster|board|plate|resolution|number|word|words|wifi|"
+                   r"name|named|note|setting|settings|option|displayed|shown on|tooltip)\b", re.I)
 _QUOTED = re.compile(r"[\"“”‘’]([^\"“”‘’]{2,})[\"“”‘’]")
 _SUMMARY = re.compile(r"\b(about|summar\w*|overview|what happens|what is happening|what's happening|"
                       r"going on|describe the video|the gist|what is this video|what does the video show|"

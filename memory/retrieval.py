@@ -477,6 +477,8 @@ class Retriever:
             for d, s in p.items():
                 scores[d] = scores.get(d, 0.0) + s / len(parts)
         if question.text.strip():
+            if question.parsed.kind == "summary":
+                top_k = max(top_k, SUMMARY_CLIPS)
             scores = self._by_question(question, scores, source, table, top_k)
         ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]
         hits = self.store.get([d for d, _ in ranked])
@@ -516,7 +518,7 @@ class Retriever:
         if pq.kind == "summary" and pq.at is None:
             ids = table["id"][mask]
             order = np.argsort(table["start"][mask], kind="stable")
-            n = max(top_k, SUMMARY_CLIPS)
+            n = top_k
             pick = ids[order][np.unique(np.linspace(0, len(ids) - 1, min(n, len(ids))).round().astype(int))]
             return {int(c): 1.0 - i / (10 * len(pick)) for i, c in enumerate(pick)}
         out = dict(scores)

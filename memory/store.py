@@ -149,7 +149,8 @@ class _Segment:
             ocr_text=m.get("ocr_text", ""), description=m.get("description", ""),
             novelty=float(m.get("novelty", 0.0)), level=int(m.get("level", 0)),
             merged=int(m.get("merged", 1)), id=int(self.ids[row]),
-            objects=objects_from_json(m.get("objects", ())))
+            objects=objects_from_json(m.get("objects", ())),
+            text_times=tuple(float(t) for t in m.get("text_times", ())))
 
 
 def objects_to_json(objects: Sequence[FrameObjects]) -> list[list[Any]]:
@@ -240,7 +241,7 @@ def _write_segment(root: Path, name: str, clips: Sequence[ClipMemory], vector_di
             "labels": [[str(l), float(p)] for l, p in c.labels], "ocr_text": c.ocr_text,
             "description": c.description, "novelty": float(c.novelty), "level": int(c.level),
             "merged": int(c.merged), "has_tokens": c.tokens is not None,
-            "objects": objects_to_json(c.objects),
+            "objects": objects_to_json(c.objects), "text_times": [round(t, 3) for t in c.text_times],
         }, ensure_ascii=False))
     p = tmp / "meta.jsonl"
     with open(p, "w", encoding="utf-8") as fh:

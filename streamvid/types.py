@@ -412,6 +412,16 @@ class ClipMemory:
     merged: int = 1
     id: int = -1
     objects: tuple[FrameObjects, ...] = ()   # per described frame, in time order
+    text_times: tuple[float, ...] = ()       # when each line of ocr_text was first read (or empty)
+
+    def text_time(self, line: str) -> float:
+        """When ``line`` (or the first ``ocr_text`` line it contains) was first read, else the keyframe."""
+        lines = [ln.strip() for ln in self.ocr_text.split(" | ")]
+        if len(lines) == len(self.text_times):
+            for ln, t in zip(lines, self.text_times):
+                if ln and ln in line:
+                    return t
+        return self.keyframe
 
     def __post_init__(self) -> None:
         _finite_time(self.start, "ClipMemory.start")

@@ -212,10 +212,12 @@ class ExtractiveAnswerer(Answerer):
 
     def _named_in_words(self, question: Question, hits: Sequence[ContextItem]) -> Answer | None:
         """A moment whose labels or text name the thing asked about (when no detection does)."""
-        q = set(words(question.text))
+        asked = set(question.parsed.words) | {plural(w) for w in question.parsed.words}
+        q = set(words(" ".join(question.parsed.words)))
         for it in hits:
-            clip_words = set(words(" ".join(n for n, _ in it.clip.labels) + " " + it.clip.ocr_text))
-            if q & clip_words:
+            # a whole label naming the thing ("lemon"), not a part of one ("horse cart")
+            labels = {n.lower() for n, _ in it.clip.labels} | {plural(n.lower()) for n, _ in it.clip.labels}
+            if asked & labels or (q and _overlap(sorted(q), words(it.clip.ocr_text)) == len(q)):
                 return self._best_moment([it] + [h for h in hits if h is not it])
         return None
 
@@ -230,8 +232,9 @@ class ExtractiveAnswerer(Answerer):
             text_words = words(c.ocr_text)
             if q and _overlap(q, text_words):
                 line = best_text_line(c.ocr_text, question.text)
-                ev = self._evidence([it] + [h for h in hits if h is not it])
-                return Answer(f'At {_at(c.keyframe, c)}: "{line}" is on screen '
+                t = c.text_time(line)
+                ev = self._evidence([it] + [h for h in hits if h is not it], {id(it): t})
+                return Answer(f'At {_at(t, c)}: "{line}" is on screen '
                               f"({format_time(c.start)}–{format_time(c.end)}).", ev)
             if q and _overlap(q, words(c.description + " " + " ".join(n for n, _ in c.labels))):
                 return self._best_moment([it] + [h for h in hits if h is not it])
@@ -257,8 +260,9 @@ class ExtractiveAnswerer(Answerer):
                           self._evidence(hits))
         _, _, it, line = best
         c = it.clip
-        ev = self._evidence([it] + [h for h in hits if h is not it])
-        return Answer(f'"{line}" — on screen at {_at(c.keyframe, c)} '
+        t = c.text_time(line)
+        ev = self._evidence([it] + [h for h in hits if h is not it], {id(it): t})
+        return Answer(f'"{line}" — read on screen at {_at(t, c)} '
                       f"({format_time(c.start)}–{format_time(c.end)}).", ev)
 
     # ------------------------------------------------------------------ how many

@@ -195,11 +195,17 @@ class SceneClipBuilder(ClipBuilder):
         tokens, times, positions = self._tokens(frames)
         labels = merge_labels(descs)
         text = merge_text(descs)
+        first_read: dict[str, float] = {}
+        for f, d in zip(frames, all_descs):
+            for line in (d.text.split(LINE_SEP) if d is not None else ()):
+                first_read.setdefault(line.strip(), float(f.pts))
+        text_times = tuple(first_read.get(ln, float(start)) for ln in text.split(LINE_SEP)) if text else ()
         self.clips += 1
         return ClipMemory(source_id=self.source_id, start=float(start), end=float(end), vector=vector,
                           keyframes=keyframes, tokens=tokens, token_times=times,
                           token_positions=positions, labels=labels, ocr_text=text,
                           description=describe_clip(labels, text, objects), objects=objects,
+                          text_times=text_times,
                           novelty=float(np.mean([f.novelty for f in frames])))
 
     def _tokens(self, frames: list[CompressedFrame]):

@@ -22,9 +22,9 @@ def _objects(*frames):
     return tuple(out)
 
 
-def _item(start, end, score, *, text="", labels=(), rank=0, objects=(), source="v"):
+def _item(start, end, score, *, text="", labels=(), rank=0, objects=(), source="v", text_times=()):
     clip = ClipMemory(source_id=source, start=start, end=end, vector=np.ones(4, np.float32) / 2,
-                      keyframes=(start,), labels=labels, ocr_text=text, objects=objects,
+                      keyframes=(start,), labels=labels, ocr_text=text, objects=objects, text_times=text_times,
                       description=describe_clip(labels, text, objects))
     return ContextItem(clip=clip, score=score, tokens=np.zeros((0, 4), np.float32),
                        token_times=np.zeros(0, np.float32), rank=rank)
@@ -115,8 +115,9 @@ def test_when_names_the_first_appearance_and_the_others():
 
 
 def test_absent_things_are_not_found_but_nearest_moments_are_listed():
-    a = _item(10, 14, 0.9, objects=_objects((10, {"person": 2})), labels=(("maypole", 0.9),))
-    for text in ("When does a dog appear?", "When does a person with a suitcase appear?"):
+    a = _item(10, 14, 0.9, objects=_objects((10, {"person": 2})), labels=(("horse cart", 0.9),))
+    for text in ("When does a dog appear?", "When does a person with a suitcase appear?",
+                 "When does a horse appear?"):
         q = Question(text=text)
         ans = ExtractiveAnswerer().answer(q, _ctx(q, a))
         assert ans.answer.startswith("Found no") and "00:00:10" in ans.answer
@@ -127,11 +128,12 @@ def test_absent_things_are_not_found_but_nearest_moments_are_listed():
 
 
 def test_text_answer_quotes_the_sign_whatever_words_the_question_uses():
-    room = _item(20, 25, 0.6, text="LIBRARY: ROOM 5 | INTERVIEWS: ROOM 4 | EXIT")
+    room = _item(20, 25, 0.6, text="LIBRARY: ROOM 5 | INTERVIEWS: ROOM 4 | EXIT", text_times=(20, 23, 20))
     q = Question(text="Which room is for interviews?")
     ans = ExtractiveAnswerer().answer(q, _ctx(q, room))
-    assert ans.answer.startswith('"INTERVIEWS: ROOM 4"')
-    assert "00:00:20" in ans.answer
+    # quoted with the time that line was read, not the clip's keyframe
+    assert ans.answer.startswith('"INTERVIEWS: ROOM 4" — read on screen at 00:00:23 in v')
+    assert ans.evidence[0].keyframe == 23
 
 
 def test_single_value_question_picks_the_line_with_the_value():

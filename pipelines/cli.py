@@ -21,7 +21,7 @@ import click
 from streamvid import __version__
 from streamvid.config import Config
 from streamvid.errors import ConfigError, SourceError, StreamvidError
-from streamvid.types import Answer, Question, format_time
+from streamvid.types import Answer, Question
 
 log = logging.getLogger("streamvid")
 

@@ -50,7 +50,8 @@ def first_number(text: str) -> int | None:
 
 
 def normalise(text: str) -> str:
-    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+    """Lower case, words only; the multiplication sign reads as x (``1024 × 768``)."""
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower().replace("×", "x")))
 
 
 def choice_of(text: str) -> str | None:

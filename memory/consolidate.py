@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
+MAX_OBJECT_FRAMES = 64  # described frames whose detections a merged clip keeps
 MAX_TEXT = 600          # characters kept of merged descriptions / OCR text
 MAX_KEYFRAMES = 4
 AGE_WEIGHT = 0.5        # preference for merging older pairs
@@ -129,7 +130,23 @@ def merge_clips(a: ClipMemory, b: ClipMemory, *, max_tokens: int | None = None) 
         ocr_text=_join_unique([a.ocr_text, b.ocr_text], " | "),
         description=_join_unique([a.description, b.description], "; "),
         novelty=max(a.novelty, b.novelty), level=max(a.level, b.level) + 1,
-        merged=a.merged + b.merged, keyframe_jpeg=jpeg)
+        merged=a.merged + b.merged, keyframe_jpeg=jpeg,
+        objects=_merge_objects(a.objects + b.objects))
+
+
+def _merge_objects(objects):
+    """Detections of a merged clip: every described frame's while few, else an even sample
+    that keeps the frame with the most objects of each class (counts stay answerable)."""
+    if len(objects) <= MAX_OBJECT_FRAMES:
+        return objects
+    keep = set(np.linspace(0, len(objects) - 1, MAX_OBJECT_FRAMES // 2).round().astype(int).tolist())
+    best: dict[str, tuple[int, int]] = {}
+    for i, fo in enumerate(objects):
+        for name, n in fo.counts().items():
+            if n > best.get(name, (0, -1))[0]:
+                best[name] = (n, i)
+    keep |= {i for _, i in best.values()}
+    return tuple(objects[i] for i in sorted(keep))
 
 
 def _row_bytes(c: ClipMemory, token_bytes: int) -> int:

@@ -14,9 +14,6 @@ into is it its me my of on or our so than that the their them then there these t
 those to was we were what when where which while who whom why will with would you your
 show shown showed seen see saw appear appears appeared video clip frame say says said
 written write read reads""".split())
-OCR_CUES = frozenset("""sign signs say says said written text read reads label labelled
-labeled password code word words name named number poster banner screen caption title
-board note wifi plate""".split())
 QUOTED = re.compile(r"[\"“”'‘’]([^\"“”'‘’]{2,})[\"“”'‘’]")
 
 
@@ -28,12 +25,6 @@ def words(text: str) -> list[str]:
 def plain_words(text: str) -> list[str]:
     """Lower-case word tokens, stopwords kept (for phrase matching)."""
     return WORD.findall(text.lower())
-
-
-def is_text_question(question: str) -> bool:
-    """True when the question asks about written text (a sign, a label, a quoted phrase)."""
-    q = question.lower()
-    return bool(QUOTED.search(question)) or any(w in OCR_CUES for w in WORD.findall(q))
 
 
 def quoted_phrases(question: str) -> list[str]:

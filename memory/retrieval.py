@@ -10,10 +10,11 @@ import numpy as np
 
 from streamvid.config import RetrievalConfig
 from streamvid.errors import QueryError, StoreError
+from streamvid.question import frame_match
 from streamvid.types import ClipMemory, Context, ContextItem, Question, TextEncoder, VisionEncoder
 
 from .budget import allocate, pick_tokens
-from .lexical import BM25, is_text_question, plain_words, quoted_phrases, words
+from .lexical import BM25, plain_words, quoted_phrases, words
 from .store import MemoryStore
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,9 @@ SLICES = 4             # recency correction: candidates are also drawn from each
 MAX_BUCKETS = 32       # recency correction: time windows per source for the baseline
 BUCKET_SAMPLE = 64     # recency correction: clips sampled per window
 OCR_LEXICAL = 0.75     # lexical weight for questions about written text
+OBJECT_WEIGHT = 0.5    # questions naming objects: weight of the detections (the rest: text scores)
+SUMMARY_CLIPS = 16     # summary questions: clips spread over the span asked about
+SUMMARY_AROUND = 5.0   # summary questions at a time: seconds around it
 VIEW_FRAME = (360, 640)               # image queries: the plain frame views are pasted into
 VIEW_AREAS = (0.03, 0.06, 0.1, 0.16)  # image queries: fractions of that frame per view
 VIEW_SHADES = (128, 16, 240)          # image queries: grey levels of the plain frames (first: the query alone)
@@ -177,6 +181,7 @@ class Retriever:
         self._bm_all = BM25()
         self._bm_ocr = BM25()
         self._ocr: dict[int, str] = {}
+        self._objects: dict[int, tuple] = {}   # clip id -> its FrameObjects (detections)
         self._base_key: tuple[Any, ...] | None = None
         self._base: dict[str, _Baseline] = {}
         self._blank_tokens: np.ndarray | None = None
@@ -189,6 +194,7 @@ class Retriever:
             self._bm_all.remove(d)
             self._bm_ocr.remove(d)
             self._ocr.pop(d, None)
+            self._objects.pop(d, None)
         new = sorted(ids - known)
         for c in self.store.get(new) if new else []:
             label_words = " ".join(lbl for lbl, _ in c.labels)
@@ -196,6 +202,8 @@ class Retriever:
             self._bm_all.add(c.id, words(c.description) + words(label_words) + ocr)
             self._bm_ocr.add(c.id, ocr)
             self._ocr[c.id] = " ".join(plain_words(c.ocr_text))
+            if c.objects:
+                self._objects[c.id] = c.objects
 
     def _baselines(self, space: str) -> _Baseline:
         key = (self.store.generation, len(self.store), int(self.store.ids()[-1])
@@ -282,8 +290,9 @@ class Retriever:
         return found
 
     # ------------------------------------------------------------------ scoring
-    def _score_text(self, text: str, source: str | None, table, rowpos) -> dict[int, float]:
+    def _score_text(self, question: Question, source: str | None, table, rowpos) -> dict[int, float]:
         cfg = self.config
+        text = question.text
         dense: dict[int, float] = {}
         spaces: list[tuple[str, np.ndarray]] = []
         if self.text_encoder is not None:
@@ -303,7 +312,7 @@ class Retriever:
         qw = words(text)
         lex = self._bm_all.score(qw)
         lam = cfg.lexical_weight
-        if is_text_question(text):
+        if question.parsed.kind == "text" or question.parsed.quoted:
             ocr = self._bm_ocr.score(qw)
             phrases = [p for p in quoted_phrases(text) if p]
             lex = {d: 0.3 * lex.get(d, 0.0) + 0.7 * ocr.get(d, 0.0) for d in set(lex) | set(ocr)}
@@ -460,7 +469,7 @@ class Retriever:
             s, q_visual = self._score_image(question.image, source, table, rowpos)
             parts.append(s)
         if question.text.strip():
-            parts.append(self._score_text(question.text, source, table, rowpos))
+            parts.append(self._score_text(question, source, table, rowpos))
             if q_visual is None and self.vision_encoder is not None and \
                     self.vision_encoder.supports_text:
                 q_visual = _unit(self.vision_encoder.encode_text([question.text])[0])
@@ -468,6 +477,10 @@ class Retriever:
         for p in parts:
             for d, s in p.items():
                 scores[d] = scores.get(d, 0.0) + s / len(parts)
+        if question.text.strip():
+            if question.parsed.kind == "summary":
+                top_k = max(top_k, SUMMARY_CLIPS)
+            scores = self._by_question(question, scores, source, table, top_k)
         ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]
         hits = self.store.get([d for d, _ in ranked])
         hit_scores = [s for _, s in ranked]
@@ -487,6 +500,60 @@ class Retriever:
         items.sort(key=lambda it: (it.clip.start, it.clip.end, it.is_anchor))
         return Context(items=tuple(items), budget=budget, question=question,
                        tokens=self.store.spec.tokens)
+
+    def _by_question(self, question: Question, scores: dict[int, float], source: str | None,
+                     table, top_k: int) -> dict[int, float]:
+        """Scores adjusted to what the question asks (``question.parsed``).
+
+        Objects named: a clip's detections of them count ``OBJECT_WEIGHT`` (a match of every
+        named group in one frame, at the detector's score; for *how many*, the count); asked
+        for the *first* time, the earliest matching clip goes first. A time named (``at
+        00:00:30``): the clips covering it go first. A summary: clips spread over the video
+        (or around the time named) replace the matches.
+        """
+        pq = question.parsed
+        mask = np.ones(len(table["id"]), bool)
+        if source is not None:
+            mask &= table["source"] == list(table["source_names"]).index(source)
+        if pq.kind == "summary" and pq.at is None:
+            ids = table["id"][mask]
+            order = np.argsort(table["start"][mask], kind="stable")
+            pick = ids[order][np.unique(np.linspace(0, len(ids) - 1, min(top_k, len(ids))).round().astype(int))]
+            return {int(c): 1.0 - i / (10 * len(pick)) for i, c in enumerate(pick)}
+        out = dict(scores)
+        if pq.groups and pq.kind != "summary":
+            self._sync_lexical()
+            obj: dict[int, float] = {}
+            first: tuple[float, int] | None = None
+            allowed = set(table["id"][mask].tolist())
+            for cid, frames in self._objects.items():
+                if cid not in allowed:
+                    continue
+                best = 0.0
+                for fo in frames:
+                    m = frame_match(fo, pq.groups)
+                    if not m:
+                        continue
+                    val = min(1.0, len(m) / 10) if pq.kind == "count" else max(d.score for d in m)
+                    best = max(best, val)
+                    if first is None or fo.time < first[0]:
+                        first = (fo.time, cid)
+                if best > 0:
+                    obj[cid] = best
+            for cid in set(out) | set(obj):
+                out[cid] = (1 - OBJECT_WEIGHT) * out.get(cid, 0.0) + OBJECT_WEIGHT * obj.get(cid, 0.0)
+            if pq.first and first is not None:
+                out[first[1]] = max(out.values()) + 1.0
+        if pq.at is not None:
+            lo, hi = (pq.at - SUMMARY_AROUND, pq.at + SUMMARY_AROUND) if pq.kind == "summary" \
+                else (pq.at, pq.at)
+            covering = mask & (table["start"] <= hi + 1e-6) & (table["end"] > lo)
+            top = max(out.values(), default=0.0)
+            for r in np.nonzero(covering)[0]:
+                cid = int(table["id"][r])
+                mid = (table["start"][r] + table["end"][r]) / 2
+                out[cid] = top + 1.0 + out.get(cid, 0.0) / 100 - abs(mid - pq.at) / 1e4
+        return out
 
     def _anchors(self, hits: list[ClipMemory], source: str | None, table, budget: int
                  ) -> list[ClipMemory]:

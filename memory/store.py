@@ -47,7 +47,7 @@ import numpy as np
 from streamvid.config import MemoryConfig
 from streamvid.errors import StoreError
 from streamvid.io import atomic_save_npy, atomic_write, atomic_write_json, fsync_dir
-from streamvid.types import ClipMemory, TokenSpec
+from streamvid.types import ClipMemory, Detection, FrameObjects, TokenSpec
 
 from .index import VecIndex, ivf_nlist
 
@@ -211,7 +211,19 @@ class _Segment:
             ocr_text=m.get("ocr_text", ""), description=m.get("description", ""),
             novelty=float(m.get("novelty", 0.0)), level=int(m.get("level", 0)),
             merged=int(m.get("merged", 1)), id=int(self.ids[row]),
-            keyframe_jpeg=self.keyframe(row))
+            keyframe_jpeg=self.keyframe(row),
+            objects=objects_from_json(m.get("objects", ())),
+            text_times=tuple(float(t) for t in m.get("text_times", ())))
+
+
+def objects_to_json(objects: Sequence[FrameObjects]) -> list[list[Any]]:
+    """Detections per described frame as ``[[time, [[label, score, x0, y0, x1, y1], ...]], ...]``."""
+    return [[round(fo.time, 3), [[d.label, d.score, *d.box] for d in fo.objects]] for fo in objects]
+
+
+def objects_from_json(rows: Sequence[Sequence[Any]]) -> tuple[FrameObjects, ...]:
+    return tuple(FrameObjects(float(t), tuple(Detection(str(d[0]), float(d[1]), tuple(map(float, d[2:6])))
+                                              for d in dets)) for t, dets in rows)
 
 
 def file_check(path: Path) -> list:
@@ -416,6 +428,7 @@ def _write_segment_files(root: Path, tmp: Path, name: str, clips: Sequence[ClipM
             "labels": [[str(l), float(p)] for l, p in c.labels], "ocr_text": c.ocr_text,
             "description": c.description, "novelty": float(c.novelty), "level": int(c.level),
             "merged": int(c.merged), "has_tokens": c.tokens is not None,
+            "objects": objects_to_json(c.objects), "text_times": [round(t, 3) for t in c.text_times],
         }, ensure_ascii=False))
     p = tmp / "meta.jsonl"
     with open(p, "w", encoding="utf-8") as fh:
@@ -1193,6 +1206,7 @@ def _is_store_file(name: str) -> bool:
 def clip_bytes(c: ClipMemory, token_bytes: int = 2) -> int:
     """Approximate bytes one clip takes in a store."""
     b = 4 * c.vector.shape[0] + 64 + len(c.description) + len(c.ocr_text) + 24 * len(c.labels)
+    b += sum(8 + 40 * len(fo.objects) for fo in c.objects)
     if c.text_vector is not None:
         b += 4 * c.text_vector.shape[0]
     if c.tokens is not None:

@@ -23,7 +23,7 @@ import click
 from streamvid import __version__
 from streamvid.config import AnswerConfig, Config
 from streamvid.errors import ConfigError, SourceError, StreamvidError
-from streamvid.types import Answer, Question, format_time
+from streamvid.types import Answer, Question
 
 log = logging.getLogger("streamvid")
 
@@ -65,7 +65,7 @@ def _print_answer(ans: Answer, as_json: bool, answer_cfg: AnswerConfig) -> None:
         return
     click.echo(ans.answer)
     for e in ans.evidence:
-        click.echo(f"{format_time(e.start)}–{format_time(e.end)}  {e.score:.2f}  {e.text}")
+        click.echo(e.line())
 
 
 def _check_video_arg(video: str) -> None:
@@ -300,6 +300,44 @@ def serve(store: str, host: str, port: int, token: str | None, media_roots: tupl
 
 
 # ---------------------------------------------------------------------------- demo
+
+# ---------------------------------------------------------------------------- summarize
+
+def _time_arg(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    from streamvid.question import parse_time
+
+    t = parse_time(value) if ":" in value else None
+    if t is None:
+        try:
+            t = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: expected HH:MM:SS, MM:SS or seconds") from None
+    return t
+
+
+@cli.command()
+@click.option("--store", required=True, type=click.Path(file_okay=False), help="The store to summarise.")
+@click.option("--from", "start", default=None, callback=_time_arg, help="Start of the span (HH:MM:SS or seconds).")
+@click.option("--to", "end", default=None, callback=_time_arg, help="End of the span (HH:MM:SS or seconds).")
+@click.option("--source", default=None, help="Only this video of the store (its source id).")
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object.")
+def summarize(store: str, start: float | None, end: float | None, source: str | None, as_json: bool) -> None:
+    """A timeline of what a store holds: objects seen with counts, text on screen, an overview."""
+    from .summarize import summarize_store
+
+    sums = summarize_store(store, start=start, end=end, source=source)
+    if as_json:
+        click.echo(json.dumps({"store": str(store), "from": start, "to": end,
+                               "videos": [s.to_json() for s in sums]}, ensure_ascii=False))
+        return
+    if not sums:
+        click.echo("The store holds nothing in that span.")
+    for s in sums:
+        for line in s.lines():
+            click.echo(line)
+
 
 @cli.command()
 @click.option("--seed", type=int, default=None, help="Seed for the needle's time (default: random).")

@@ -24,6 +24,7 @@ from typing import Any, Callable
 from streamvid.config import Config
 from streamvid.errors import StoreError
 from streamvid.progress import progress as make_progress
+from streamvid.progress import status
 from streamvid.types import ClipMemory, Frame
 
 from .models import Models
@@ -148,6 +149,7 @@ class Indexer:
         self.commits = 0
         self.commit_clips = commit_clips
         self.summary_counts: dict[str, float] = defaultdict(float)
+        self.done_pts: float | None = None   # the last frame through encoding and describing
 
     # ------------------------------------------------------------------ stages
     def push(self, frame: Frame) -> None:
@@ -191,6 +193,7 @@ class Indexer:
             decided = self.keyframes.push(f, image=None if frame is None else frame.image)
             self.timer.add("compress", t)
             self._after_keyframes(decided)
+            self.done_pts = f.pts
 
     def _after_keyframes(self, decided) -> None:
         for feats, is_kf, is_sb in decided:
@@ -264,7 +267,7 @@ class Indexer:
             return clip
         labels = clip.labels + extra
         return dataclasses.replace(clip, labels=labels,
-                                   description=describe_clip(labels, clip.ocr_text))
+                                   description=describe_clip(labels, clip.ocr_text, clip.objects))
 
     def add_pending(self) -> None:
         """Embed the pending clips' descriptions and add them to the store (not committed)."""
@@ -309,8 +312,10 @@ def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Mode
     timer.add("decode", t)
     # models load once per process: timed apart, so x real time measures indexing itself
     t = time.perf_counter()
+    status("loading models (vision encoder, text encoder, describer) ...", progress)
     _ = models.encoder, models.text_encoder, models.describer
     load_seconds = time.perf_counter() - t
+    status(f"models ready in {load_seconds:.1f} s", progress)
     t_start = time.perf_counter()
     sid = source_id or source.source_id or str(uri)  # sources name themselves (file name, URI)
     if source.is_live and not source_id:
@@ -345,7 +350,7 @@ def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Mode
                           commit_clips=0 if source.is_live else mcfg.commit_clips)
         total = source.duration
         bar = make_progress(total=round(total, 1) if total else None, desc=f"indexing {sid}",
-                            unit="s", enabled=progress)
+                            unit="s", enabled=progress, clock=True)
         last_commit = time.monotonic()
         last_pts = 0.0
         first_pts: float | None = None
@@ -366,10 +371,9 @@ def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Mode
                     first_pts = frame.pts
                 summary.frames += 1
                 indexer.push(frame)
-                if total:
-                    bar.update(round(min(frame.pts, total) - last_pts, 3))
-                else:
-                    bar.update(round(frame.pts - last_pts, 3))
+                if indexer.done_pts is not None:   # the bar follows encoding, not decoding
+                    done = min(indexer.done_pts, total) if total else indexer.done_pts
+                    bar.update(round(done - bar.n, 3))
                 last_pts = frame.pts
                 if source.is_live and time.monotonic() - last_commit >= mcfg.commit_every:
                     indexer.commit()

@@ -56,9 +56,9 @@ class Models:
 
     @property
     def describer(self):
-        """The frame describer, or None when labels and OCR are both off."""
+        """The frame describer, or None when labels, OCR and the detector are all off."""
         d = self.config.describe
-        if not (d.labels or d.ocr):
+        if not (d.labels or d.ocr or d.detector != "none"):
             return None
         if self._describer is None:
             from streamvid.describe import create_describer

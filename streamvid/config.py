@@ -161,6 +161,10 @@ class DescribeConfig(_Section):
     change_threshold: float = _f(0.05, "describe a frame only when it changed at least this much since the last described one", min=0.0, max=1.0)
     max_interval: float = _f(10.0, "describe at least one frame every this many seconds", min=0.0)
     ocr_max_side: int = _f(960, "OCR runs on the frame shrunk to at most this many pixels on its longer side (0 = full size)", min=0)
+    detector: str = _f("nanodet", "object detector with COCO classes run on described frames: nanodet (weights installed by make install), onnx (your own YOLO-style model at detector_path) or none", choices=("nanodet", "onnx", "none"))
+    detector_path: str = _f("", "the .onnx file of describe.detector: onnx (or another nanodet model.json)")
+    detector_min_score: float = _f(0.35, "detections below this score are dropped", min=0.0, max=1.0)
+    detect_interval: float = _f(2.0, "run the detector at most this often (s) on described frames (0 = on every described frame)", min=0.0)
 
 
 @dataclass(frozen=True)

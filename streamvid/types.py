@@ -20,6 +20,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from .errors import ValidationError
+from .question import ParsedQuestion, parse_question
 
 # --------------------------------------------------------------------------- helpers
 
@@ -355,14 +356,54 @@ class KeyframeSelector(ABC):
 
 
 @dataclass(frozen=True)
+class Detection:
+    """One object a detector found: its COCO class, score, and box ``(x0, y0, x1, y1)`` in
+    fractions of the frame's width and height."""
+
+    label: str
+    score: float
+    box: tuple[float, float, float, float]
+
+    def __post_init__(self) -> None:
+        x0, y0, x1, y1 = self.box
+        _check(0 <= x0 <= x1 <= 1 and 0 <= y0 <= y1 <= 1, "Detection.box",
+               "(x0, y0, x1, y1) fractions with x0 <= x1, y0 <= y1", self.box)
+
+    def where(self) -> str:
+        """Where in the frame, in words: ``left``, ``centre``, ``top right``, ..."""
+        cx, cy = (self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2
+        v = "top " if cy < 1 / 3 else "bottom " if cy > 2 / 3 else ""
+        h = "left" if cx < 1 / 3 else "right" if cx > 2 / 3 else "centre"
+        return (v + h) if not (v and h == "centre") else v.strip()
+
+
+@dataclass(frozen=True)
+class FrameObjects:
+    """The objects detected in one described frame at time ``time`` (seconds)."""
+
+    time: float
+    objects: tuple[Detection, ...] = ()
+
+    def counts(self) -> dict[str, int]:
+        """Objects per class, most first."""
+        out: dict[str, int] = {}
+        for d in self.objects:
+            out[d.label] = out.get(d.label, 0) + 1
+        return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+@dataclass(frozen=True)
 class Description:
-    """What a frame shows, in words: class labels with probabilities and on-screen text."""
+    """What a frame shows, in words: class labels with probabilities, on-screen text and the
+    objects a detector found (empty when no detector ran on it)."""
 
     labels: tuple[tuple[str, float], ...] = ()
     text: str = ""
+    objects: tuple[Detection, ...] | None = None
 
     def as_text(self) -> str:
-        parts = [lbl for lbl, _ in self.labels]
+        parts = [f"{n} {name}" for name, n in FrameObjects(0.0, self.objects or ()).counts().items()]
+        parts += [lbl for lbl, _ in self.labels]
         if self.text:
             parts.append(f'text: "{self.text}"')
         return "; ".join(parts)
@@ -408,6 +449,17 @@ class ClipMemory:
     merged: int = 1
     id: int = -1
     keyframe_jpeg: bytes | None = None
+    objects: tuple[FrameObjects, ...] = ()   # per described frame, in time order
+    text_times: tuple[float, ...] = ()       # when each line of ocr_text was first read (or empty)
+
+    def text_time(self, line: str) -> float:
+        """When ``line`` (or the first ``ocr_text`` line it contains) was first read, else the keyframe."""
+        lines = [ln.strip() for ln in self.ocr_text.split(" | ")]
+        if len(lines) == len(self.text_times):
+            for ln, t in zip(lines, self.text_times):
+                if ln and ln in line:
+                    return t
+        return self.keyframe
 
     def __post_init__(self) -> None:
         _finite_time(self.start, "ClipMemory.start")
@@ -459,6 +511,10 @@ class ClipBuilder(ABC):
 class Question:
     """A text question, an image question, or both.
 
+    ``parsed`` is what the text asks (:func:`streamvid.question.parse_question`): its kind
+    (when, count, text, speech, summary, choice, what), the time it names, the objects it
+    names; an image question alone asks *when*.
+
     ``image`` is ``[H, W, 3]`` uint8 RGB, or ``[H, W, 4]`` RGBA whose transparent pixels are
     not part of what is looked for (a cut-out object).
     """
@@ -466,10 +522,13 @@ class Question:
     text: str = ""
     image: np.ndarray | None = None
     image_path: str = ""
+    parsed: ParsedQuestion = field(init=False)   # what the text asks, read once (kind, time, objects)
 
     def __post_init__(self) -> None:
         _check(bool(self.text.strip()) or self.image is not None, "Question",
                "a text, an image or both", "neither")
+        object.__setattr__(self, "parsed", parse_question(self.text) if self.text.strip()
+                           else ParsedQuestion(kind="when"))
         if self.image is not None:
             check_array(self.image, "Question.image", ndim=3, dtypes=(np.uint8,))
             _check(self.image.shape[2] in (3, 4), "Question.image", "[H, W, 3] RGB or [H, W, 4] RGBA",
@@ -536,6 +595,9 @@ class Context:
 
 @dataclass(frozen=True)
 class Evidence:
+    """A moment an answer rests on: its span, score, what it holds in words, the moment
+    itself (``keyframe``: where the asked thing was seen or read) and its video."""
+
     start: float
     end: float
     score: float
@@ -545,10 +607,14 @@ class Evidence:
     source_id: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"start": round(self.start, 3), "end": round(self.end, 3),
+        return {"source_id": self.source_id, "start": round(self.start, 3), "end": round(self.end, 3),
                 "score": round(float(self.score), 4), "text": self.text,
-                "keyframe": round(self.keyframe, 3), "clip_id": int(self.clip_id),
-                "source_id": self.source_id}
+                "keyframe": round(self.keyframe, 3), "clip_id": int(self.clip_id)}
+
+    def line(self) -> str:
+        """``vtest.avi 00:00:28–00:00:33  0.71  seen: 6 people …`` (one line of ``ask`` output)."""
+        where = f"{self.source_id} " if self.source_id else ""
+        return f"{where}{format_time(self.start)}–{format_time(self.end)}  {self.score:.2f}  {self.text}"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..config import ClipConfig
 from ..errors import ConfigError, ValidationError
-from ..types import ClipBuilder, ClipMemory, CompressedFrame, Description
+from ..types import ClipBuilder, ClipMemory, CompressedFrame, Description, FrameObjects
 from .keyframes import cosine_distance
 
 log = logging.getLogger(__name__)
@@ -52,9 +52,52 @@ def merge_text(descriptions: list[Description]) -> str:
     return LINE_SEP.join(seen)
 
 
-def describe_clip(labels: tuple[tuple[str, float], ...], text: str) -> str:
-    """A readable one-line description: ``tabby, tiger cat; text: "WIFI PASSWORD: ..."``."""
+_IRREGULAR = {"person": "people", "mouse": "mice", "knife": "knives", "skis": "skis",
+              "sheep": "sheep", "scissors": "scissors", "hair drier": "hair driers"}
+
+
+def plural(name: str, n: int = 2) -> str:
+    """``person`` -> ``people``, ``bus`` -> ``buses``, ``car`` -> ``cars`` (``n`` 1: unchanged)."""
+    if n == 1:
+        return name
+    if name in _IRREGULAR:
+        return _IRREGULAR[name]
+    if name.endswith(("s", "x", "ch", "sh")):
+        return name + "es"
+    return name + "s"
+
+
+def peak_counts(objects: tuple[FrameObjects, ...]) -> dict[str, int]:
+    """The most objects of each class seen in any one frame, most first."""
+    best: dict[str, int] = {}
+    for fo in objects:
+        for name, n in fo.counts().items():
+            best[name] = max(best.get(name, 0), n)
+    return dict(sorted(best.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def describe_objects(objects: tuple[FrameObjects, ...]) -> str:
+    """``6 people, 1 truck (person)``: the peak count of each class in one frame, in words.
+
+    Class names follow in their singular form when the plural differs, so that a question
+    with either form finds the clip.
+    """
+    counts = peak_counts(objects)
+    if not counts:
+        return ""
+    words = ", ".join(f"{n} {plural(name, n)}" for name, n in counts.items())
+    singular = [name for name, n in counts.items() if plural(name, n) != name]
+    return f"{words} ({', '.join(singular)})" if singular else words
+
+
+def describe_clip(labels: tuple[tuple[str, float], ...], text: str,
+                  objects: tuple[FrameObjects, ...] = ()) -> str:
+    """A readable one-line description:
+    ``seen: 2 people (person); tabby, tiger cat; text: "WIFI PASSWORD: ..."``."""
     parts = []
+    seen = describe_objects(objects)
+    if seen:
+        parts.append(f"seen: {seen}")
     if labels:
         parts.append(", ".join(name for name, _ in labels))
     if text:
@@ -140,7 +183,10 @@ class SceneClipBuilder(ClipBuilder):
         return cosine_distance(frame.features.pooled, first) > cfg.split_threshold
 
     def _finish(self, end: float) -> ClipMemory:
-        frames, descs = self._frames, [d for d in self._descs if d is not None]
+        frames, all_descs = self._frames, self._descs
+        descs = [d for d in all_descs if d is not None]
+        objects = tuple(FrameObjects(float(f.pts), d.objects) for f, d in zip(frames, all_descs)
+                        if d is not None and d.objects is not None)
         self._frames, self._descs = [], []
         start = frames[0].pts
         mean = np.mean(np.stack([f.features.pooled for f in frames]), axis=0)
@@ -149,11 +195,17 @@ class SceneClipBuilder(ClipBuilder):
         tokens, times, positions = self._tokens(frames)
         labels = merge_labels(descs)
         text = merge_text(descs)
+        first_read: dict[str, float] = {}
+        for f, d in zip(frames, all_descs):
+            for line in (d.text.split(LINE_SEP) if d is not None else ()):
+                first_read.setdefault(line.strip(), float(f.pts))
+        text_times = tuple(first_read.get(ln, float(start)) for ln in text.split(LINE_SEP)) if text else ()
         self.clips += 1
         return ClipMemory(source_id=self.source_id, start=float(start), end=float(end), vector=vector,
                           keyframes=keyframes, tokens=tokens, token_times=times,
                           token_positions=positions, labels=labels, ocr_text=text,
-                          description=describe_clip(labels, text),
+                          description=describe_clip(labels, text, objects), objects=objects,
+                          text_times=text_times,
                           novelty=float(np.mean([f.novelty for f in frames])))
 
     def _tokens(self, frames: list[CompressedFrame]):

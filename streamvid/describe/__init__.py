@@ -1,8 +1,9 @@
-"""Describers: frames in words (ImageNet labels, on-screen text).
+"""Describers: frames in words (ImageNet labels, on-screen text, COCO objects).
 
 :class:`FrameDescriber` combines the enabled describers and describes a frame only when the
 picture changed enough since the last described frame (or ``max_interval`` passed), because
-OCR is the slowest stage of the pipeline.
+OCR and the object detector are the slowest stages of the pipeline; the detector runs at
+most every ``detect_interval`` seconds on described frames.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import numpy as np
 from ..config import DescribeConfig
 from ..errors import ConfigError
 from ..types import Describer, Description, Frame, FrameFeatures, VisionEncoder
+from .detect import COCO_CLASSES, DETECTORS, Detector, create_detector
 from .labels import LabelDescriber, has_classifier, readable_label
 from .ocr import LINE_SEP, OcrDescriber, TextLine, reading_order, sort_lines
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "COCO_CLASSES", "DETECTORS", "Detector", "create_detector",
     "FrameDescriber", "LINE_SEP", "LabelDescriber", "OcrDescriber", "create_describer",
     "TextLine", "cell_changes", "has_classifier", "picture_change", "readable_label",
     "reading_order", "thumbnail",
@@ -103,10 +106,12 @@ class FrameDescriber(Describer):
     name = "frame"
 
     def __init__(self, config: DescribeConfig, labels: LabelDescriber | None = None,
-                 ocr: OcrDescriber | None = None):
+                 ocr: OcrDescriber | None = None, detector: Detector | None = None):
         self.config = config
         self.labels = labels
         self.ocr = ocr
+        self.detector = detector
+        self._last_detect_pts: float | None = None
         self._last_thumb: np.ndarray | None = None
         self._last_pts: float | None = None
         self._last_full_pts: float | None = None
@@ -118,12 +123,13 @@ class FrameDescriber(Describer):
         self.skipped = 0
         self.ocr_full = 0
         self.ocr_partial = 0
-        self.seconds = {"labels": 0.0, "ocr": 0.0}
+        self.seconds = {"labels": 0.0, "ocr": 0.0, "detect": 0.0}
+        self.detected = 0
 
     @property
     def enabled(self) -> bool:
-        """False when neither labels nor OCR are on (every frame then gets None)."""
-        return self.labels is not None or self.ocr is not None
+        """False when labels, OCR and the detector are all off (every frame then gets None)."""
+        return self.labels is not None or self.ocr is not None or self.detector is not None
 
     def maybe_describe(self, frame: Frame, features: FrameFeatures) -> Description | None:
         """Describe ``frame`` if it changed at least ``change_threshold`` since the last described
@@ -167,8 +173,18 @@ class FrameDescriber(Describer):
             t0 = time.perf_counter()
             text = LINE_SEP.join(ln.text for ln in self._read(frame, changed))
             self.seconds["ocr"] += time.perf_counter() - t0
+        objects = None
+        last = self._last_detect_pts
+        if self.detector is not None and (
+                last is None or frame.pts < last or (features is not None and features.cut)
+                or frame.pts - last >= self.config.detect_interval - 1e-6):
+            t0 = time.perf_counter()
+            objects = self.detector.detect(frame.image)
+            self.seconds["detect"] += time.perf_counter() - t0
+            self._last_detect_pts = frame.pts
+            self.detected += 1
         self.described += 1
-        return Description(labels=labels, text=text)
+        return Description(labels=labels, text=text, objects=objects)
 
     def _read(self, frame: Frame, changed: np.ndarray | None) -> list[TextLine]:
         if self.ocr is None:
@@ -209,7 +225,8 @@ class FrameDescriber(Describer):
         """Frames described and skipped, and seconds spent per describer."""
         return {"described": self.described, "skipped": self.skipped, "ocr_full": self.ocr_full,
                 "ocr_partial": self.ocr_partial, "ocr_deferred": self.ocr_deferred, "labels_s": self.seconds["labels"],
-                "ocr_s": self.seconds["ocr"]}
+                "ocr_s": self.seconds["ocr"],
+                "detected": self.detected, "detect_s": self.seconds["detect"]}
 
 
 def create_describer(config: DescribeConfig | None = None,
@@ -223,4 +240,8 @@ def create_describer(config: DescribeConfig | None = None,
                               "fix: pass the pipeline's encoder, or set describe.labels: false")
         labels = LabelDescriber(encoder, top_k=config.top_k, min_prob=config.min_prob)
     ocr = OcrDescriber(min_score=config.ocr_min_score, max_side=config.ocr_max_side) if config.ocr else None
-    return FrameDescriber(config, labels=labels, ocr=ocr)
+    detector = None
+    if config.detector != "none":
+        detector = create_detector(config.detector, path=config.detector_path,
+                                   min_score=config.detector_min_score)
+    return FrameDescriber(config, labels=labels, ocr=ocr, detector=detector)

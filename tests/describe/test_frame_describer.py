@@ -87,7 +87,7 @@ def test_labels_need_a_classifier():
         create_describer(DescribeConfig(labels=True), _NoClassifier())
     with pytest.raises(ConfigError, match="no vision encoder"):
         create_describer(DescribeConfig(labels=True), None)
-    d = create_describer(DescribeConfig(labels=False, ocr=False), _NoClassifier())
+    d = create_describer(DescribeConfig(labels=False, ocr=False, detector="none"), _NoClassifier())
     img = np.zeros((8, 8, 3), np.uint8)
     f = FrameFeatures(pts=0.0, index=0, tokens=np.zeros((1, 4), np.float32), pooled=np.zeros(4, np.float32), grid=(1, 1))
     assert not d.enabled and d.maybe_describe(Frame(pts=0.0, index=0, image=img), f) is None

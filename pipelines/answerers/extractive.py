@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from memory.lexical import SPEECH_CUES, is_speech_question
 from streamvid.config import AnswerConfig
 from streamvid.types import Answer, Answerer, Context, ContextItem, Evidence, Question, format_time
 
@@ -84,6 +85,28 @@ def _seconds(text: str) -> float | None:
     return h * 3600 + int(m.group(2)) * 60 + int(m.group(3))
 
 
+def spoken_answer(question: str, hits: Sequence[ContextItem]) -> str | None:
+    """``At HH:MM:SS the speaker said: "…"`` from the transcript of the best moments, or None.
+
+    The segment quoted shares the most words with the question; its time is when the first
+    of those words was said. Speech answers a question about what was said, or one whose
+    words were said in the best moment.
+    """
+    q = set(words(question)) - SPEECH_CUES
+    asked = is_speech_question(question)
+    for rank, it in enumerate(hits[:3]):
+        if rank and not asked:
+            break
+        best = max(((len(q & set(words(sg.text))), -i, sg) for i, sg in enumerate(it.clip.speech)),
+                   default=None, key=lambda x: x[:2])
+        if best is None or (best[0] == 0 and not (asked and rank == 0)):
+            continue
+        sg = best[2]
+        times = [t for t in (sg.time_of(w) for w in words(sg.text) if w in q) if t is not None]
+        return f'At {format_time(times[0] if times else sg.start)} the speaker said: "{sg.text}"'
+    return None
+
+
 @ANSWERERS.register("extractive")
 class ExtractiveAnswerer(Answerer):
     """Answers from the retrieved moments themselves: times, labels, OCR text."""
@@ -104,6 +127,9 @@ class ExtractiveAnswerer(Answerer):
             return Answer(self._choose(options, evidence, question), evidence)
         when = f"{format_time(ev.keyframe)} ({_span(ev)})"
         q = question.text
+        said = spoken_answer(q, hits) if q else None
+        if said is not None:
+            return Answer(said, evidence)
         if q and _TEXT_Q.search(q) and not _WHEN_Q.search(q):
             for it, e in zip(hits, evidence):
                 if it.clip.ocr_text.strip():

@@ -3,6 +3,7 @@
 #   - ffmpeg (ffprobe): reference frame times for the source conformance tests
 #   - GStreamer RTSP server stack + python3-gi: a real RTSP server on loopback for the
 #     live-source tests (run with Debian's /usr/bin/python3)
+#   - espeak-ng: speech synthesised for the speech-memory tests and spoken NIAH needles
 # Idempotent: safe to run on every CI start. Needs root (CI runs it as root).
 set -euo pipefail
 
@@ -19,6 +20,7 @@ PACKAGES=(
   gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly
   gstreamer1.0-libav
+  espeak-ng
 )
 
 missing=()

@@ -55,6 +55,7 @@ class IndexSummary:
     audio: str = ""                # "" no audio track, "speech" transcribed, "audio only", "not transcribed"
     audio_seconds: float = 0.0     # seconds of audio read
     voiced_seconds: float = 0.0    # of which voiced (transcribed)
+    asr_seconds: float = 0.0       # transcription time, in its own thread beside the frames
     speech_segments: int = 0       # transcript segments stored
     audio_errors: int = 0
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -465,6 +466,7 @@ def _fill(summary: IndexSummary, indexer: Indexer, source, timer: _Timer, t_star
     if sp is not None:
         summary.audio_seconds = sp.audio_seconds
         summary.voiced_seconds = sp.voiced_seconds
+        summary.asr_seconds = sp.asr_seconds
         summary.speech_segments = len(indexer._said)
         if summary.frames == 0:
             summary.duration = sp.audio_seconds

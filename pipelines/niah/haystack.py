@@ -91,6 +91,10 @@ class NeedleSpec:
                 raise SourceError(f"needle {self.label!r}: image {p} does not exist; "
                                   "fix: give the path of a PNG/JPG file")
             d["image"] = file_digest(p)
+        if self.kind == "speech":
+            from .speech import VOICE_KEY
+
+            d["voice"] = VOICE_KEY
         return d
 
 

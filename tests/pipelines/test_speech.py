@@ -174,3 +174,33 @@ def test_asr_off_stores_no_speech(spoken, tmp_path):
     cfg = _config(asr=False)
     s = index_video(str(info.path), tmp_path / "store", cfg, models=Models(cfg), progress=False)
     assert s.audio == "not transcribed" and s.speech_segments == 0
+
+
+def test_spoken_needles_in_the_niah_grid(espeak, tmp_path, models):
+    import yaml
+
+    from pipelines.niah.grid import NiahConfig, plan
+    from pipelines.niah.run import run_niah
+
+    cfg_path = tmp_path / "spoken.yaml"
+    cfg_path.write_text(yaml.safe_dump({
+        "name": "spoken", "seed": 2,
+        "haystack": {"videos": [str(VIDEO)], "fps": 2.0, "size": [320, 180],
+                     "cache_dir": str(tmp_path / "cache")},
+        "needles": {"dir": str(DATA / "needles"), "text": False, "min_gap": 3.0},
+        "grid": {"lengths": [40], "depths": [0.0, 1.0]},
+        "questions": {"types": ["speech", "speech_when"], "top_k": 5},
+        "pipeline": {"describe": {"labels": False, "ocr": False}},
+    }))
+    cfg = NiahConfig.load(cfg_path)
+    plans = plan(cfg)
+    needles = [n for hp in plans for n in hp.needles]
+    assert [n.kind for n in needles] == ["speech", "speech"] and needles[-1].start <= 40 - 6
+    qs = {q.qtype: q for hp in plans for q in hp.questions}
+    assert qs["speech"].text.startswith("What did the speaker say the ")
+    assert qs["speech_when"].text == f"When is {qs['speech_when'].expected} mentioned?"
+    report = run_niah(cfg, tmp_path / "run", progress=False, models=models)
+    o = report.summary["overall"]
+    assert o["speech"]["n"] == 2 and o["speech_when"]["n"] == 2
+    assert o["speech"]["hit1"] == 1.0 and o["speech"]["correct"] == 1.0, report.summary
+    assert o["speech_when"]["hit1"] == 1.0, report.summary

@@ -62,9 +62,12 @@ SIGN_SUBJECTS = ("wifi password", "door code", "meeting room", "secret word", "p
 # the speaker said the subject is, "speech_when" when the word is mentioned
 SPEECH_SUBJECTS = ("meeting day", "code word", "team mascot", "holiday destination",
                    "favourite colour", "new instrument", "lunch dessert", "guest speaker city")
+# (screened once: violin, dolphin and piano, which Whisper tiny.en mis-hears in espeak-ng's
+# voice even alone, were left out; how well it hears running speech is measured by the word
+# error rate in benchmarks/speech.py)
 SPEECH_WORDS = ("Thursday", "Tuesday", "orange", "purple", "elephant", "guitar", "Paris",
-                "Tokyo", "pineapple", "violin", "dolphin", "yellow", "tiger", "London", "Friday",
-                "Berlin", "piano", "camel", "banana", "Madrid")
+                "Tokyo", "pineapple", "yellow", "tiger", "London", "Friday", "Berlin", "camel",
+                "banana", "Madrid")
 SPOKEN_MAX = 6.0       # seconds a spoken needle may take (its start keeps this from the end)
 _VALUE_WORDS = ("tulip", "falcon", "cobalt", "maple", "orbit", "pepper", "harbor", "lemon",
                 "quartz", "willow", "ember", "saffron", "glacier", "violet", "copper", "meadow")

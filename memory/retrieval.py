@@ -159,7 +159,8 @@ class Retriever:
 
     Text questions are matched against clip text vectors (``text_encoder``), fused with
     BM25 over descriptions (with what was said), labels and OCR text; questions about
-    written text lean on the OCR words, questions about what was said on the transcripts. Image questions are pasted into plain frames at a few sizes and shades
+    written text lean on the OCR words, questions about what was said on the words spoken
+    in each clip. Image questions are pasted into plain frames at a few sizes and shades
     (in-context views) and each view is matched, in its layout, against every frame of
     kept visual tokens (``vision_encoder``); with ``late_interaction`` 1.0 (the default)
     only the kept tokens count (a clip that kept none scores -1), so that what the pruner

@@ -6,6 +6,7 @@
 #   - build-essential + cmake: pip builds llama-cpp-python (its server answers in the tests)
 #   - chromium + chromium-driver: the web page of `streamvid serve` tested in a real
 #     headless browser (Selenium)
+#   - espeak-ng: speech synthesised for the speech-memory tests and spoken NIAH needles
 # Idempotent: safe to run on every CI start. Needs root (CI runs it as root).
 set -euo pipefail
 
@@ -26,6 +27,7 @@ PACKAGES=(
   cmake
   chromium
   chromium-driver
+  espeak-ng
 )
 
 missing=()

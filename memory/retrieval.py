@@ -14,7 +14,7 @@ from streamvid.question import frame_match
 from streamvid.types import ClipMemory, Context, ContextItem, Question, TextEncoder, VisionEncoder
 
 from .budget import allocate, pick_tokens
-from .lexical import BM25, plain_words, quoted_phrases, words
+from .lexical import SPEECH_CUES, BM25, is_speech_question, plain_words, quoted_phrases, words
 from .store import MemoryStore
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,7 @@ OCR_LEXICAL = 0.75     # lexical weight for questions about written text
 OBJECT_WEIGHT = 0.5    # questions naming objects: weight of the detections (the rest: text scores)
 SUMMARY_CLIPS = 16     # summary questions: clips spread over the span asked about
 SUMMARY_AROUND = 5.0   # summary questions at a time: seconds around it
+SPEECH_LEXICAL = 0.75  # lexical weight for questions about what was said
 VIEW_FRAME = (360, 640)               # image queries: the plain frame views are pasted into
 VIEW_AREAS = (0.03, 0.06, 0.1, 0.16)  # image queries: fractions of that frame per view
 VIEW_SHADES = (128, 16, 240)          # image queries: grey levels of the plain frames (first: the query alone)
@@ -160,8 +161,9 @@ class Retriever:
     """Finds the clips that answer a question and packs them into a token budget.
 
     Text questions are matched against clip text vectors (``text_encoder``), fused with
-    BM25 over descriptions, labels and OCR text; questions about written text lean on the
-    OCR words. Image questions are pasted into plain frames at a few sizes and shades
+    BM25 over descriptions (with what was said), labels and OCR text; questions about
+    written text lean on the OCR words, questions about what was said on the words spoken
+    in each clip. Image questions are pasted into plain frames at a few sizes and shades
     (in-context views) and each view is matched, in its layout, against every frame of
     kept visual tokens (``vision_encoder``); with ``late_interaction`` 1.0 (the default)
     only the kept tokens count (a clip that kept none scores -1), so that what the pruner
@@ -180,6 +182,7 @@ class Retriever:
         self.vision_encoder = vision_encoder
         self._bm_all = BM25()
         self._bm_ocr = BM25()
+        self._bm_speech = BM25()
         self._ocr: dict[int, str] = {}
         self._objects: dict[int, tuple] = {}   # clip id -> its FrameObjects (detections)
         self._base_key: tuple[Any, ...] | None = None
@@ -193,6 +196,7 @@ class Retriever:
         for d in known - ids:
             self._bm_all.remove(d)
             self._bm_ocr.remove(d)
+            self._bm_speech.remove(d)
             self._ocr.pop(d, None)
             self._objects.pop(d, None)
         new = sorted(ids - known)
@@ -201,6 +205,10 @@ class Retriever:
             ocr = words(c.ocr_text)
             self._bm_all.add(c.id, words(c.description) + words(label_words) + ocr)
             self._bm_ocr.add(c.id, ocr)
+            if c.speech:
+                # the words said during the clip itself (its segments may run over its ends)
+                self._bm_speech.add(c.id, words(" ".join(s.said_between(c.start, c.end)
+                                                         for s in c.speech)))
             self._ocr[c.id] = " ".join(plain_words(c.ocr_text))
             if c.objects:
                 self._objects[c.id] = c.objects
@@ -312,7 +320,12 @@ class Retriever:
         qw = words(text)
         lex = self._bm_all.score(qw)
         lam = cfg.lexical_weight
-        if question.parsed.kind == "text" or question.parsed.quoted:
+        speech = self._bm_speech.score([w for w in qw if w not in SPEECH_CUES]) \
+            if question.parsed.kind == "speech" or is_speech_question(text) else {}
+        if speech:  # what was said: the transcripts' words lead
+            lex = {d: 0.3 * lex.get(d, 0.0) + 0.7 * speech.get(d, 0.0) for d in set(lex) | set(speech)}
+            lam = max(lam, SPEECH_LEXICAL)
+        elif question.parsed.kind == "text" or question.parsed.quoted:
             ocr = self._bm_ocr.score(qw)
             phrases = [p for p in quoted_phrases(text) if p]
             lex = {d: 0.3 * lex.get(d, 0.0) + 0.7 * ocr.get(d, 0.0) for d in set(lex) | set(ocr)}

@@ -47,7 +47,7 @@ import numpy as np
 from streamvid.config import MemoryConfig
 from streamvid.errors import StoreError
 from streamvid.io import atomic_save_npy, atomic_write, atomic_write_json, fsync_dir
-from streamvid.types import ClipMemory, Detection, FrameObjects, TokenSpec
+from streamvid.types import ClipMemory, Detection, FrameObjects, SpeechSegment, TokenSpec
 
 from .index import VecIndex, ivf_nlist
 
@@ -213,7 +213,20 @@ class _Segment:
             merged=int(m.get("merged", 1)), id=int(self.ids[row]),
             keyframe_jpeg=self.keyframe(row),
             objects=objects_from_json(m.get("objects", ())),
-            text_times=tuple(float(t) for t in m.get("text_times", ())))
+            text_times=tuple(float(t) for t in m.get("text_times", ())),
+            speech=_speech_from_json(m.get("speech", ())))
+
+
+def _speech_to_json(segments: Sequence[SpeechSegment]) -> list[list[Any]]:
+    """Speech segments as ``[text, start, end, [[word, start, end], ...]]`` rows."""
+    return [[s.text, float(s.start), float(s.end), [[w, float(a), float(b)] for w, a, b in s.words]]
+            for s in segments]
+
+
+def _speech_from_json(rows: Sequence[Sequence[Any]]) -> tuple[SpeechSegment, ...]:
+    return tuple(SpeechSegment(float(a), float(b), str(text),
+                               tuple((str(w), float(x), float(y)) for w, x, y in words))
+                 for text, a, b, words in rows)
 
 
 def objects_to_json(objects: Sequence[FrameObjects]) -> list[list[Any]]:
@@ -429,6 +442,7 @@ def _write_segment_files(root: Path, tmp: Path, name: str, clips: Sequence[ClipM
             "description": c.description, "novelty": float(c.novelty), "level": int(c.level),
             "merged": int(c.merged), "has_tokens": c.tokens is not None,
             "objects": objects_to_json(c.objects), "text_times": [round(t, 3) for t in c.text_times],
+            **({"speech": _speech_to_json(c.speech)} if c.speech else {}),
         }, ensure_ascii=False))
     p = tmp / "meta.jsonl"
     with open(p, "w", encoding="utf-8") as fh:
@@ -1207,6 +1221,7 @@ def clip_bytes(c: ClipMemory, token_bytes: int = 2) -> int:
     """Approximate bytes one clip takes in a store."""
     b = 4 * c.vector.shape[0] + 64 + len(c.description) + len(c.ocr_text) + 24 * len(c.labels)
     b += sum(8 + 40 * len(fo.objects) for fo in c.objects)
+    b += sum(len(s.text) + 24 + 24 * len(s.words) for s in c.speech)
     if c.text_vector is not None:
         b += 4 * c.text_vector.shape[0]
     if c.tokens is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import logging
+import math
 import os
 import shutil
 import threading
@@ -21,11 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from streamvid.config import Config
+from streamvid.describe.speech import SpeechDescriber
 from streamvid.errors import StoreError
 from streamvid.progress import progress as make_progress
 from streamvid.progress import status
-from streamvid.types import ClipMemory, Frame
+from streamvid.types import ClipMemory, Frame, SpeechSegment
 
 from .models import Models
 
@@ -53,6 +57,12 @@ class IndexSummary:
     truncated: bool = False
     stopped: bool = False          # a live run stopped by the user or --duration
     load_seconds: float = 0.0      # loading the models (not part of ``seconds``)
+    audio: str = ""                # "" no audio track, "speech" transcribed, "audio only", "not transcribed"
+    audio_seconds: float = 0.0     # seconds of audio read
+    voiced_seconds: float = 0.0    # of which voiced (transcribed)
+    asr_seconds: float = 0.0       # transcription time, in its own thread beside the frames
+    speech_segments: int = 0       # transcript segments stored
+    audio_errors: int = 0
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -96,6 +106,16 @@ class IndexSummary:
             notes.append(f"{self.dropped} live frames dropped")
         if self.reconnects:
             notes.append(f"{self.reconnects} reconnects")
+        if self.audio_errors:
+            notes.append(f"{self.audio_errors} undecodable audio packets skipped")
+        if self.audio == "audio only":
+            out.append(f"audio only (no video track): the speech memory alone — "
+                       f"{self.speech_segments} speech segments from {self.audio_seconds:.1f} s of audio")
+        elif self.audio == "speech":
+            out.append(f"speech: {self.speech_segments} segments from {self.voiced_seconds:.1f} s "
+                       f"of voiced audio (of {self.audio_seconds:.1f} s)")
+        elif self.audio:
+            out.append(f"audio: {self.audio} (describe.asr is off)")
         if notes:
             out.append("notes: " + "; ".join(notes))
         out.append(f"store: {self.store}")
@@ -150,6 +170,9 @@ class Indexer:
         self.commit_clips = commit_clips
         self.summary_counts: dict[str, float] = defaultdict(float)
         self.done_pts: float | None = None   # the last frame through encoding and describing
+        self.speech = None      # a SpeechDescriber while the source's audio is transcribed
+        self._said: set[int] = set()   # indices of the speech segments stored with a clip
+        self.source_id = source_id
 
     # ------------------------------------------------------------------ stages
     def push(self, frame: Frame) -> None:
@@ -158,6 +181,14 @@ class Indexer:
         feats = self.cache.push(frame)
         self.timer.add("encode", t)
         self._after_cache(feats)
+
+    def push_audio(self, chunks) -> None:
+        """Hand audio chunks to the speech describer (started by ``index_video``)."""
+        if self.speech is not None:
+            t = time.perf_counter()
+            for ch in chunks:
+                self.speech.push(ch)
+            self.timer.add("speech", t)
 
     def flush(self) -> None:
         t = time.perf_counter()
@@ -173,7 +204,12 @@ class Indexer:
         self.timer.add("compress", t)
         self._after_pruner(compressed)
         self._to_memory(self.builder.flush())
+        if self.speech is not None:
+            t = time.perf_counter()
+            self.speech.finish()   # waits for the transcription thread
+            self.timer.add("speech", t)
         self.add_pending()
+        self._add_speech_only()
 
     def _after_cache(self, feats) -> None:
         for f in feats:
@@ -269,14 +305,49 @@ class Indexer:
         return dataclasses.replace(clip, labels=labels,
                                    description=describe_clip(labels, clip.ocr_text, clip.objects))
 
+    def _with_speech(self, clips: list[ClipMemory]) -> list[ClipMemory]:
+        """Clips with the speech segments of the words said during them (whole segments, so
+        that answers can quote them), said words in their description."""
+        segs = self.speech.segments()
+        out = []
+        for c in clips:
+            said = [i for i, s in enumerate(segs) if s.said_between(c.start, c.end)]
+            self._said.update(said)
+            out.append(with_speech(c, tuple(segs[i] for i in said)) if said else c)
+        return out
+
+    def _add_speech_only(self) -> None:
+        """Speech that no clip covers (audio only, or talk after the pictures end) becomes
+        clips of its own, one per segment, with no visual content."""
+        if self.speech is None:
+            return
+        dim = int(self.store.spec.vector_dim)
+        for i, s in enumerate(self.speech.segments()):
+            if i not in self._said:
+                self._said.add(i)
+                clip = ClipMemory(source_id=self.source_id, start=s.start, end=max(s.end, s.start + 0.01),
+                                  vector=np.zeros(dim, np.float32))
+                self._pending.append(with_speech(clip, (s,)))
+        self.add_pending()
+
     def add_pending(self) -> None:
-        """Embed the pending clips' descriptions and add them to the store (not committed)."""
+        """Embed the pending clips' descriptions and add them to the store (not committed).
+
+        While speech is transcribed, clips whose time is not transcribed yet wait."""
         if not self._pending:
             return
         t = time.perf_counter()
         clips, self._pending = self._pending, []
+        if self.speech is not None:
+            until = self.speech.done_until
+            self._pending = [c for c in clips if c.end > until]
+            clips = [c for c in clips if c.end <= until]
+            if not clips:
+                return
         if self._local_labels:
             clips = [self._with_local_labels(c) for c in clips]
+        if self.speech is not None:
+            clips = self._with_speech(clips)
         texts = [c.description or " " for c in clips]
         vecs = self.models.text_encoder.encode(texts)
         clips = [dataclasses.replace(c, text_vector=vecs[i].astype("float32"))
@@ -284,6 +355,13 @@ class Indexer:
         self.store.add(clips)
         self.summary_counts["clips"] += len(clips)
         self.timer.add("memory", t)
+
+
+def with_speech(clip: ClipMemory, segments: tuple[SpeechSegment, ...]) -> ClipMemory:
+    """``clip`` with ``segments`` stored and what was said added to its description."""
+    said = " ".join(s.text for s in segments)
+    desc = f'{clip.description}; said: "{said}"' if clip.description else f'said: "{said}"'
+    return dataclasses.replace(clip, speech=segments, description=desc)
 
 
 def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Models | None = None,
@@ -314,6 +392,8 @@ def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Mode
     t = time.perf_counter()
     status("loading models (vision encoder, text encoder, describer) ...", progress)
     _ = models.encoder, models.text_encoder, models.describer
+    if source.has_audio:
+        _ = models.recogniser
     load_seconds = time.perf_counter() - t
     status(f"models ready in {load_seconds:.1f} s", progress)
     t_start = time.perf_counter()
@@ -324,6 +404,7 @@ def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Mode
     indexer = None
     undo = False       # True once this run holds the lock on a store it created itself
     store = None
+    indexer: Indexer | None = None
     summary = IndexSummary(source_id=sid, store=str(store_dir), load_seconds=load_seconds)
     try:
         if (store_dir / "manifest.json").exists():
@@ -348,6 +429,8 @@ def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Mode
         store.attach("config.yaml")  # its checksum goes into the manifest with the next commit
         indexer = Indexer(config, store, models, sid, timer,
                           commit_clips=0 if source.is_live else mcfg.commit_clips)
+        if source.has_audio and models.recogniser is not None:
+            indexer.speech = SpeechDescriber(models.recogniser)
         total = source.duration
         bar = make_progress(total=round(total, 1) if total else None, desc=f"indexing {sid}",
                             unit="s", enabled=progress, clock=True)
@@ -371,6 +454,10 @@ def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Mode
                     first_pts = frame.pts
                 summary.frames += 1
                 indexer.push(frame)
+                if source.has_audio:   # the audio up to this frame, in step with the pictures
+                    if indexer.speech is None and models.recogniser is not None:
+                        indexer.speech = SpeechDescriber(models.recogniser)   # a live track appeared
+                    _read_audio(source, indexer, frame.pts)
                 if indexer.done_pts is not None:   # the bar follows encoding, not decoding
                     done = min(indexer.done_pts, total) if total else indexer.done_pts
                     bar.update(round(done - bar.n, 3))
@@ -387,6 +474,7 @@ def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Mode
             log.info("stopped by the user; committing what was indexed")
         finally:
             bar.close()
+        _read_audio(source, indexer, last_pts if summary.stopped else math.inf)
         indexer.flush()
         indexer.commit()
         _fill(summary, indexer, source, timer, t_start, first_pts, last_pts)
@@ -394,6 +482,8 @@ def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Mode
             on_commit(summary)
         return summary
     except BaseException:
+        if indexer is not None and indexer.speech is not None:
+            indexer.speech.close()
         if store is not None:
             store.close()
             store = None
@@ -454,6 +544,13 @@ def _remove_added(store_dir: Path, before: set[str] | None, made: list[Path]) ->
             break
 
 
+def _read_audio(source, indexer: Indexer, until: float) -> None:
+    t = time.perf_counter()
+    chunks = source.read_audio(until)
+    indexer.timer.add("decode", t)
+    indexer.push_audio(chunks)
+
+
 def _fill(summary: IndexSummary, indexer: Indexer, source, timer: _Timer, t_start: float,
           first_pts: float | None, last_pts: float) -> IndexSummary:
     c = indexer.summary_counts
@@ -470,6 +567,18 @@ def _fill(summary: IndexSummary, indexer: Indexer, source, timer: _Timer, t_star
     summary.dropped = st.dropped
     summary.reconnects = st.reconnects
     summary.truncated = st.truncated
+    summary.audio_errors = st.audio_errors
+    sp = indexer.speech
+    if source.has_audio:
+        summary.audio = ("audio only" if getattr(source, "audio_only", False) else "speech") \
+            if sp is not None else "not transcribed"
+    if sp is not None:
+        summary.audio_seconds = sp.audio_seconds
+        summary.voiced_seconds = sp.voiced_seconds
+        summary.asr_seconds = sp.asr_seconds
+        summary.speech_segments = len(indexer._said)
+        if summary.frames == 0:
+            summary.duration = sp.audio_seconds
     summary.seconds = time.perf_counter() - t_start
     summary.stage_seconds = dict(timer.seconds)
     return summary

@@ -34,6 +34,7 @@ class Models:
         self._encoder: Any = None
         self._text: Any = None
         self._describer: Any = None
+        self._recogniser: Any = None
 
     @property
     def encoder(self):
@@ -65,6 +66,18 @@ class Models:
 
             self._describer = create_describer(d, self.encoder)
         return self._describer
+
+    @property
+    def recogniser(self):
+        """The speech recogniser (``describe.asr_model``), or None when ``describe.asr`` is off."""
+        if not self.config.describe.asr:
+            return None
+        if self._recogniser is None:
+            from streamvid.describe import create_recogniser
+
+            self._recogniser = create_recogniser(self.config.describe)
+            log.info("speech recogniser %s ready", self._recogniser.model_id)
+        return self._recogniser
 
     def store_spec(self):
         """What a store built with these models records and checks when reopened."""

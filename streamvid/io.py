@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import os
-import io
 import tempfile
 from pathlib import Path
 from typing import Any, Callable

@@ -92,6 +92,27 @@ class Frame:
         return int(self.image.shape[1])
 
 
+@dataclass(frozen=True, eq=False)
+class AudioChunk:
+    """A stretch of a source's audio track: mono float32 samples in [-1, 1] at ``rate`` Hz,
+    the first one presented at ``start`` seconds (the same clock as the frames' ``pts``)."""
+
+    start: float
+    samples: np.ndarray  # [n] float32
+    rate: int = 16000
+    source_id: str = ""
+
+    def __post_init__(self) -> None:
+        _finite_time(self.start, "AudioChunk.start")
+        check_array(self.samples, "AudioChunk.samples", ndim=1, dtypes=(np.float32,))
+        _check(isinstance(self.rate, int) and self.rate > 0, "AudioChunk.rate", "an int > 0 (Hz)",
+               self.rate)
+
+    @property
+    def end(self) -> float:
+        return self.start + len(self.samples) / self.rate
+
+
 @dataclass
 class SourceStats:
     """Counters a source keeps while it runs (mutable: the source updates it)."""
@@ -103,6 +124,8 @@ class SourceStats:
     gaps: list[tuple[float, float]] = field(default_factory=list)  # (pts before, pts after)
     ended_at: float | None = None  # pts of the last decodable frame when input ended early
     truncated: bool = False
+    audio_errors: int = 0       # audio packets that could not be decoded and were skipped
+    audio_dropped: int = 0      # audio chunks dropped by a live source's bounded queue
 
 
 class FrameSource(ABC):
@@ -141,6 +164,18 @@ class FrameSource(ABC):
 
     @abstractmethod
     def __iter__(self) -> Iterator[Frame]: ...
+
+    # The audio side channel: sources with an audio track override these two.
+    @property
+    def has_audio(self) -> bool:
+        """True when the source has an audio track that :meth:`read_audio` delivers."""
+        return False
+
+    def read_audio(self, until: float) -> list[AudioChunk]:
+        """The audio not yet delivered that starts before ``until`` seconds, as 16 kHz mono
+        chunks in presentation order (files decode up to there; live sources return what
+        has arrived). ``math.inf`` reads to the end. Broken audio is logged and skipped."""
+        return []
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
@@ -409,6 +444,35 @@ class Description:
         return "; ".join(parts)
 
 
+@dataclass(frozen=True)
+class SpeechSegment:
+    """Words spoken between ``start`` and ``end`` seconds, with each word's own times."""
+
+    start: float
+    end: float
+    text: str
+    words: tuple[tuple[str, float, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        _finite_time(self.start, "SpeechSegment.start")
+        _check(math.isfinite(self.end) and self.end >= self.start, "SpeechSegment.end",
+               f">= start ({self.start})", self.end)
+
+    def said_between(self, start: float, end: float) -> str:
+        """The words whose middle falls in ``[start, end)`` (the whole text when the segment
+        has no word times and overlaps that span)."""
+        if not self.words:
+            return self.text if self.start < end and self.end > start else ""
+        return " ".join(w for w, a, b in self.words if start <= (a + b) / 2 < end)
+
+    def time_of(self, word: str) -> float | None:
+        """When ``word`` (lower case, letters and digits) was said first, or None."""
+        for w, a, _ in self.words:
+            if "".join(ch for ch in w.lower() if ch.isalnum()) == word:
+                return a
+        return None
+
+
 class Describer(ABC):
     name: str = ""
 
@@ -426,7 +490,8 @@ class ClipMemory:
     ``id`` is assigned by the store (-1 before). ``vector`` is the visual summary (unit
     length, the encoder's pooled space); ``text_vector`` embeds ``description`` with the text
     encoder (unit length) or is None. ``tokens`` are the kept visual tokens with their frame
-    times and grid positions. ``level`` 0 is original; > 0 consolidated from ``merged``
+    times and grid positions. ``speech`` holds the transcript segments that overlap the
+    clip. ``level`` 0 is original; > 0 consolidated from ``merged``
     original clips covering ``start``..``end``. ``keyframe_jpeg`` is the picture at
     :attr:`keyframe` as a small JPEG (longer side at most 384 px), or None when the clip was
     stored without one.
@@ -448,6 +513,7 @@ class ClipMemory:
     level: int = 0
     merged: int = 1
     id: int = -1
+    speech: tuple[SpeechSegment, ...] = ()   # what was said during the clip (whole segments)
     keyframe_jpeg: bytes | None = None
     objects: tuple[FrameObjects, ...] = ()   # per described frame, in time order
     text_times: tuple[float, ...] = ()       # when each line of ocr_text was first read (or empty)

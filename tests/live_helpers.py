@@ -30,8 +30,8 @@ def free_port() -> int:
 class RtspServer:
     """GStreamer's RTSP server in a child process, serving a 25 fps H.264 test pattern."""
 
-    def __init__(self, port: int, fps: int = 25) -> None:
-        self.port, self.fps = port, fps
+    def __init__(self, port: int, fps: int = 25, audio: bool = False) -> None:
+        self.port, self.fps, self.audio = port, fps, audio
         self.url = f"rtsp://127.0.0.1:{port}/live"
         self.proc: subprocess.Popen | None = None
 
@@ -39,7 +39,7 @@ class RtspServer:
         deadline = time.monotonic() + 20
         while True:
             self.proc = subprocess.Popen([SYSTEM_PY, str(SERVER), "--port", str(self.port),
-                                          "--fps", str(self.fps)],
+                                          "--fps", str(self.fps)] + (["--audio"] if self.audio else []),
                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             line = self.proc.stdout.readline().strip()
             if line.startswith("READY"):

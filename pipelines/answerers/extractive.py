@@ -9,6 +9,7 @@ import re
 from typing import Sequence
 
 from streamvid.compress.clips import plural
+from memory.lexical import SPEECH_CUES, is_speech_question
 from streamvid.config import AnswerConfig
 from streamvid.question import frame_match, named_objects, parse_number, parse_time
 from streamvid.types import (Answer, Answerer, ClipMemory, Context, ContextItem, Evidence, FrameObjects,
@@ -124,6 +125,28 @@ def _cap(s: str) -> str:
     return s[:1].upper() + s[1:]
 
 
+def spoken_answer(question: str, hits: Sequence[ContextItem]) -> str | None:
+    """``At HH:MM:SS the speaker said: "…"`` from the transcript of the best moments, or None.
+
+    The segment quoted shares the most words with the question; its time is when the first
+    of those words was said. Speech answers a question about what was said, or one whose
+    words were said in the best moment.
+    """
+    q = set(words(question)) - SPEECH_CUES
+    asked = is_speech_question(question)
+    for rank, it in enumerate(hits[:3]):
+        if rank and not asked:
+            break
+        best = max(((len(q & set(words(sg.text))), -i, sg) for i, sg in enumerate(it.clip.speech)),
+                   default=None, key=lambda x: x[:2])
+        if best is None or (best[0] == 0 and not (asked and rank == 0)):
+            continue
+        sg = best[2]
+        times = [t for t in (sg.time_of(w) for w in words(sg.text) if w in q) if t is not None]
+        return f'At {format_time(times[0] if times else sg.start)} the speaker said: "{sg.text}"'
+    return None
+
+
 @ANSWERERS.register("extractive")
 class ExtractiveAnswerer(Answerer):
     """Answers from the retrieved moments themselves: detections, times, OCR text, labels."""
@@ -143,6 +166,9 @@ class ExtractiveAnswerer(Answerer):
         kind = pq.kind
         if kind == "choice":
             return self._choose(question, context, hits)
+        said = spoken_answer(question.text, hits) if question.text.strip() else None
+        if said is not None:
+            return Answer(said, self._evidence(hits))
         if kind == "count":
             return self._count(question, context, hits)
         if kind == "summary":

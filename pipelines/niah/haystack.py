@@ -8,7 +8,9 @@ frame rate. A JSON sidecar ``<out>.json`` records the inputs' key and where ever
 went; building again with the same inputs returns the sidecar without touching the video.
 
 Because needles live in the pixel stream, every stage downstream (decode, encoder, feature
-cache, pruner, memory, retrieval) sees them exactly as it would see real content.
+cache, pruner, memory, retrieval) sees them exactly as it would see real content. Spoken
+needles live in the sound track the same way: a haystack with any is written with an AAC
+audio track (quiet noise, the sentences mixed in at their times).
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ _FRAME_CACHE_BYTES = 384 << 20   # sampled source frames kept in memory for loop
 class NeedleSpec:
     """What to hide and when.
 
-    ``kind`` is ``"image"`` (``image`` is a picture path) or ``"text"`` (``text`` is the
-    sentence on a sign). ``start`` and ``duration`` are seconds of haystack time; ``area`` is
+    ``kind`` is ``"image"`` (``image`` is a picture path), ``"text"`` (``text`` is the
+    sentence on a sign) or ``"speech"`` (``text`` is spoken with espeak-ng; it lasts as long
+    as it takes to say, whatever ``duration`` is). ``start`` and ``duration`` are seconds of haystack time; ``area`` is
     the fraction of the frame area the needle covers; ``position`` is its centre as fractions
     of (width, height), or None for a seeded random place.
     """
@@ -60,12 +63,12 @@ class NeedleSpec:
 
     def __post_init__(self) -> None:
         name = f"needle {self.label!r}"
-        if self.kind not in ("image", "text"):
-            raise ValidationError(f"{name}: kind expected 'image' or 'text', got {self.kind!r}")
+        if self.kind not in ("image", "text", "speech"):
+            raise ValidationError(f"{name}: kind expected 'image', 'text' or 'speech', got {self.kind!r}")
         if self.kind == "image" and not self.image:
             raise ValidationError(f"{name}: an image needle needs image=<path of a PNG/JPG>")
-        if self.kind == "text" and not (self.text or "").strip():
-            raise ValidationError(f"{name}: a text needle needs text=<the sentence on the sign>")
+        if self.kind in ("text", "speech") and not (self.text or "").strip():
+            raise ValidationError(f"{name}: a {self.kind} needle needs text=<the sentence>")
         if not (isinstance(self.start, (int, float)) and math.isfinite(self.start) and self.start >= 0):
             raise ValidationError(f"{name}: start expected a time >= 0 in seconds, got {self.start!r}")
         if not (isinstance(self.duration, (int, float)) and 0 < self.duration < math.inf):
@@ -88,6 +91,10 @@ class NeedleSpec:
                 raise SourceError(f"needle {self.label!r}: image {p} does not exist; "
                                   "fix: give the path of a PNG/JPG file")
             d["image"] = file_digest(p)
+        if self.kind == "speech":
+            from .speech import VOICE_KEY
+
+            d["voice"] = VOICE_KEY
         return d
 
 
@@ -315,17 +322,31 @@ class _Footage:
 # --------------------------------------------------------------------------- placing needles
 
 
-def _sprite(spec: NeedleSpec, size: tuple[int, int]) -> np.ndarray:
+def _sprite(spec: NeedleSpec, size: tuple[int, int]) -> np.ndarray | None:
+    if spec.kind == "speech":
+        return None
     rgba = load_rgba(spec.image) if spec.kind == "image" else render_sign(spec.text or "")
     return scale_to_area(rgba, spec.area, size)
 
 
-def _place(specs: Sequence[NeedleSpec], sprites: Sequence[np.ndarray], *, length: float,
-           fps: float, size: tuple[int, int], seed: int) -> list[PlacedNeedle]:
+def _place(specs: Sequence[NeedleSpec], sprites: Sequence[np.ndarray | None], *, length: float,
+           fps: float, size: tuple[int, int], seed: int,
+           spoken: Sequence[np.ndarray | None] = ()) -> list[PlacedNeedle]:
     total = max(1, int(round(length * fps)))
     fw, fh = size
     placed: list[PlacedNeedle] = []
     for i, (spec, spr) in enumerate(zip(specs, sprites)):
+        if spr is None:   # spoken: from its start for as long as the sentence takes
+            said = len(spoken[i]) / 16000 if i < len(spoken) and spoken[i] is not None else spec.duration
+            if spec.start + said > length:
+                raise ValidationError(f"needle {spec.label!r}: the sentence ({said:.1f} s from "
+                                      f"{spec.start:.1f} s) runs past the haystack's end "
+                                      f"({length:.2f} s); fix: start it earlier")
+            placed.append(PlacedNeedle(
+                kind=spec.kind, label=spec.label, image=None, text=spec.text, start=float(spec.start),
+                duration=round(said, 3), area=spec.area, position=(0.5, 0.5),
+                end=round(float(spec.start) + said, 3), box=(0, 0, 0, 0)))
+            continue
         first = int(math.ceil(spec.start * fps - 1e-9))
         if first >= total:
             raise ValidationError(f"needle {spec.label!r}: start {spec.start:.2f}s is at or past the "
@@ -360,6 +381,29 @@ def _intersects(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> b
 
 
 # --------------------------------------------------------------------------- writing
+
+
+def _open_audio(container: Any) -> Any:
+    """An AAC mono 16 kHz stream in ``container``."""
+    from .speech import RATE
+
+    return container.add_stream("aac", rate=RATE, layout="mono")
+
+
+def _write_audio(container: Any, astream: Any, track: Any, a: int, b: int) -> None:
+    """Encode samples ``[a, b)`` of ``track`` into ``astream`` (``b`` None: flush)."""
+    import av
+
+    if b is not None and b > a:
+        fr = av.AudioFrame.from_ndarray(track.block(a, b)[None, :], format="fltp", layout="mono")
+        fr.sample_rate = astream.rate
+        fr.pts = a
+        fr.time_base = Fraction(1, astream.rate)
+        packets = astream.encode(fr)
+    else:
+        packets = astream.encode(None)
+    for pkt in packets:
+        container.mux(pkt)
 
 
 def _open_writer(path: Path, fps: float, size: tuple[int, int]) -> tuple[Any, Any, Fraction]:
@@ -412,10 +456,17 @@ def build_haystack(videos: Sequence[str | Path], out: str | Path, *, length: flo
         return done
 
     sprites = [_sprite(s, size) for s in needles]
-    placed = _place(needles, sprites, length=length, fps=fps, size=size, seed=seed)
+    spoken = [None] * len(needles)
+    if any(s.kind == "speech" for s in needles):
+        from .speech import synthesise
+
+        spoken = [synthesise(s.text or "") if s.kind == "speech" else None for s in needles]
+    placed = _place(needles, sprites, length=length, fps=fps, size=size, seed=seed, spoken=spoken)
     total = max(1, int(round(length * fps)))
     by_frame: dict[int, list[int]] = {}
     for i, n in enumerate(placed):
+        if sprites[i] is None:
+            continue
         for k in range(int(round(n.start * fps)), int(round(n.end * fps))):
             by_frame.setdefault(k, []).append(i)
 
@@ -430,6 +481,13 @@ def build_haystack(videos: Sequence[str | Path], out: str | Path, *, length: flo
     try:
         container, stream, rate = _open_writer(tmp, fps, size)
         tb = 1 / rate
+        astream = track = None
+        done = 0   # audio samples written
+        if any(x is not None for x in spoken):
+            from .speech import RATE, SoundTrack
+
+            astream = _open_audio(container)
+            track = SoundTrack([(n.start, x) for n, x in zip(placed, spoken) if x is not None], seed)
         with container:
             footage = iter(_Footage(paths, fps, size, seed))
             for k in range(total):
@@ -444,9 +502,19 @@ def build_haystack(videos: Sequence[str | Path], out: str | Path, *, length: flo
                 vf.time_base = tb
                 for pkt in stream.encode(vf):
                     container.mux(pkt)
+                if astream is not None:
+                    upto = int(round((k + 1) / fps * RATE))
+                    while done + 1024 <= upto:   # AAC takes 1024 samples a frame
+                        _write_audio(container, astream, track, done, done + 1024)
+                        done += 1024
                 bar.update(1)
             for pkt in stream.encode(None):
                 container.mux(pkt)
+            if astream is not None:
+                end = int(round(total / fps * RATE))
+                if end > done:
+                    _write_audio(container, astream, track, done, end)
+                _write_audio(container, astream, track, end, None)
         os.replace(tmp, out)
     except av.FFmpegError as err:
         raise StreamvidError(f"haystack {out} could not be written ({err}); "

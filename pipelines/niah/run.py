@@ -44,7 +44,7 @@ RESULTS = "results.jsonl"
 SUMMARY = "summary.json"
 # (question type, metric) drawn as heatmaps; the first is heatmap.png
 FIGURES = (("image", "hit1"), ("image", "correct"), ("when", "hit3"), ("when", "correct"),
-           ("text", "correct"), ("choice", "correct"))
+           ("text", "correct"), ("choice", "correct"), ("speech", "hit1"), ("speech", "correct"))
 
 
 @dataclass
@@ -159,12 +159,12 @@ def score_question(q: PlannedQuestion, info: HaystackInfo, hp: HaystackPlan, ans
         "evidence": [[round(e.start, 3), round(e.end, 3), round(float(e.score), 4)] for e in answer.evidence],
     }
     tol = cfg.questions.time_tolerance
-    if q.qtype in ("image", "when", "text", "choice"):
+    if q.qtype in ("image", "when", "text", "choice", "speech", "speech_when"):
         rec["hit1"] = float(hit_at(ev, truth[0], 1))
         rec["hit3"] = float(hit_at(ev, truth[0], 3))
-    if q.qtype in ("image", "when"):
+    if q.qtype in ("image", "when", "speech_when"):
         rec["correct"] = float(time_correct(answer.answer, truth[0], tol))
-    elif q.qtype == "text":
+    elif q.qtype in ("text", "speech"):   # the asked word is in the answer
         rec["correct"] = float(text_correct(answer.answer, q.expected))
     elif q.qtype in ("choice", "order"):
         rec["correct"] = float(choice_correct(answer.answer, q.expected))

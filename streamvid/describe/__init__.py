@@ -1,4 +1,5 @@
-"""Describers: frames in words (ImageNet labels, on-screen text, COCO objects).
+"""Describers: frames in words (ImageNet labels, on-screen text, COCO objects), and speech
+in words (:mod:`.speech`, with a recogniser from :data:`RECOGNISERS`).
 
 :class:`FrameDescriber` combines the enabled describers and describes a frame only when the
 picture changed enough since the last described frame (or ``max_interval`` passed), because
@@ -15,16 +16,23 @@ import numpy as np
 
 from ..config import DescribeConfig
 from ..errors import ConfigError
+from ..registry import Registry
 from ..types import Describer, Description, Frame, FrameFeatures, VisionEncoder
 from .detect import COCO_CLASSES, DETECTORS, Detector, create_detector
 from .labels import LabelDescriber, has_classifier, readable_label
 from .ocr import LINE_SEP, OcrDescriber, TextLine, reading_order, sort_lines
+from .speech import SpeechDescriber
 
 log = logging.getLogger(__name__)
 
+#: speech recognisers by name (the backend of :class:`SpeechDescriber`)
+RECOGNISERS: Registry = Registry("speech recogniser")
+RECOGNISERS.register_lazy("whisper", "streamvid.describe.whisper", package="faster-whisper")
+
 __all__ = [
     "COCO_CLASSES", "DETECTORS", "Detector", "create_detector",
-    "FrameDescriber", "LINE_SEP", "LabelDescriber", "OcrDescriber", "create_describer",
+    "FrameDescriber", "LINE_SEP", "LabelDescriber", "OcrDescriber", "RECOGNISERS",
+    "SpeechDescriber", "create_describer", "create_recogniser",
     "TextLine", "cell_changes", "has_classifier", "picture_change", "readable_label",
     "reading_order", "thumbnail",
 ]
@@ -245,3 +253,10 @@ def create_describer(config: DescribeConfig | None = None,
         detector = create_detector(config.detector, path=config.detector_path,
                                    min_score=config.detector_min_score)
     return FrameDescriber(config, labels=labels, ocr=ocr, detector=detector)
+
+
+def create_recogniser(config: DescribeConfig | None = None):
+    """The speech recogniser ``describe.asr_model`` names (Whisper through faster-whisper);
+    load it once and give each source its own :class:`SpeechDescriber`."""
+    config = config or DescribeConfig()
+    return RECOGNISERS.create("whisper", model=config.asr_model, threads=config.asr_threads)

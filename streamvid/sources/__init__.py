@@ -15,6 +15,7 @@ SOURCES.register_lazy("rtsp", "streamvid.sources.live", package="av")
 SOURCES.register_lazy("opencv", "streamvid.sources.opencv_source", package="opencv-python-headless", extra="opencv")
 SOURCES.register_lazy("camera", "streamvid.sources.opencv_source", package="opencv-python-headless", extra="opencv")
 SOURCES.register_lazy("decord", "streamvid.sources.decord_source", package="decord", extra="decord")
+SOURCES.register_lazy("audio", "streamvid.sources.audio", package="av")
 SOURCES.register_lazy("images", "streamvid.sources.images", package="pillow")
 
 

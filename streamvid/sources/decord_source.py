@@ -21,6 +21,7 @@ from ..errors import SourceError
 from ..types import Frame, FrameSource, SourceStats
 from . import register_source
 from ._common import Sampler, first_line, identify, rotate_upright, scaled_size
+from .audio import FileAudio
 from ._filebase import KnownLength, probe_or_raise
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def _resize(img: np.ndarray, max_side: int) -> np.ndarray:
 
 
 @register_source("decord")
-class DecordSource(KnownLength, FrameSource):
+class DecordSource(KnownLength, FileAudio, FrameSource):
     """A video file read with decord (CPU)."""
 
     def __init__(self, uri: str, config: SourceConfig | None = None, source_id: str | None = None) -> None:
@@ -151,3 +152,4 @@ class DecordSource(KnownLength, FrameSource):
         if not self._closed:
             self._closed = True
             self._vr = None  # decord frees the reader with the object
+        self.close_audio()

@@ -20,9 +20,10 @@ import numpy as np
 
 from ..config import SourceConfig
 from ..errors import SourceError
-from ..types import Frame, FrameSource
+from ..types import AudioChunk, Frame, FrameSource
 from . import register_source
 from ._common import Sampler, ffmpeg_reason, first_line, identify, rotate_upright, scaled_size
+from .audio import CHUNK_SECONDS, RATE, resampled, resampler
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,9 @@ class LiveSource(FrameSource):
     def __init__(self, uri: str, config: SourceConfig | None = None, source_id: str | None = None) -> None:
         identify(self, uri, config, source_id)
         self._queue = DropOldestQueue(self.config.queue_size)
+        # audio side channel: chunks of about a second, the oldest dropped when nobody reads
+        self._audio_q = DropOldestQueue(self.config.queue_size)
+        self._has_audio = False
         self._stop = threading.Event()
         self._done = threading.Event()
         self._error: BaseException | None = None
@@ -114,9 +118,22 @@ class LiveSource(FrameSource):
         """The most frames the queue ever held (never more than ``config.queue_size``)."""
         return self._queue.high_water
 
+    @property
+    def has_audio(self) -> bool:
+        """True once a connection found an audio track."""
+        return self._has_audio
+
+    def read_audio(self, until: float) -> list[AudioChunk]:
+        """The audio chunks that arrived since the last call (``until`` is not waited for)."""
+        out = []
+        while (item := self._audio_q.get(0.0)) is not None:
+            out.append(item)
+        return out
+
     @abstractmethod
     def _session(self) -> Iterator[tuple[float | None, Any]]:
-        """Connect and yield ``(time_s, picture)``; raise on failure; return when it ends."""
+        """Connect and yield ``(time_s, picture)``; raise on failure; return when it ends.
+        Audio comes the same way, as ``(time_s, AudioChunk)`` (its own start is ignored)."""
 
     def _to_image(self, picture: Any) -> np.ndarray:
         return picture
@@ -166,6 +183,14 @@ class LiveSource(FrameSource):
                 for raw_t, picture in gen:
                     if self._stop.is_set():
                         return
+                    if isinstance(picture, AudioChunk):
+                        # on the frames' clock; audio before a session's first frame is dropped
+                        if session_first is not None and raw_t is not None:
+                            t = offset + (raw_t - session_first)
+                            if t >= 0 and self._audio_q.put(AudioChunk(
+                                    t, picture.samples, picture.rate, self.source_id)):
+                                self._stats.audio_dropped += 1
+                        continue
                     now_wall = time.time()
                     now_mono = time.monotonic()
                     if raw_t is None:
@@ -317,9 +342,33 @@ class PyAVLiveSource(LiveSource):
             if rate and self._fps is None:
                 self._fps = Fraction(rate)
             errors = 0
-            for packet in container.demux(stream):
+            astream = container.streams.audio[0] if container.streams.audio else None
+            self._has_audio = self._has_audio or astream is not None
+            rs = resampler() if astream is not None else None
+            abuf: list[np.ndarray] = []
+            abuf_t: float | None = None
+            for packet in container.demux(*[s for s in (stream, astream) if s is not None]):
                 if self._stop.is_set():
                     return
+                if astream is not None and packet.stream.index == astream.index:
+                    try:
+                        afs = packet.decode()
+                    except (av.error.FFmpegError, ValueError) as err:
+                        self._stats.audio_errors += 1
+                        if self._stats.audio_errors == 1:
+                            log.warning("%s: skipping undecodable audio (%s); the frames go on",
+                                        self.uri, first_line(err))
+                        continue
+                    for af in afs:
+                        if af.time is None:
+                            continue
+                        if abuf_t is None:
+                            abuf_t = float(af.time)
+                        abuf.append(resampled(rs, af))
+                        if sum(len(b) for b in abuf) >= CHUNK_SECONDS * RATE:
+                            yield abuf_t, AudioChunk(0.0, np.concatenate(abuf), RATE)
+                            abuf, abuf_t = [], None
+                    continue
                 try:
                     frames = packet.decode()
                 except av.error.FFmpegError as err:

@@ -49,7 +49,8 @@ def open_source(uri: str | Path, config: SourceConfig | None = None, **kw: Any) 
     - a folder of images: the image-folder source;
     - ``rtsp://``, ``rtsps://`` (and other live URLs FFmpeg reads): the reconnecting live source;
     - ``http(s)://`` files: PyAV;
-    - a camera index such as ``"0"`` or ``/dev/video0``: the OpenCV camera.
+    - a camera index such as ``"0"`` or ``/dev/video0``: the OpenCV camera;
+    - a file with audio and no video: the audio-only source (no frames, only audio).
 
     ``source_id`` (keyword) defaults to the file name, or the URI for streams and cameras.
     Raises SourceError (one line naming the input and the fix) when it cannot be opened.
@@ -65,4 +66,9 @@ def open_source(uri: str | Path, config: SourceConfig | None = None, **kw: Any) 
         raise SourceError("cannot open an empty source name; fix: pass a video path, a folder, "
                           "an rtsp:// URL or a camera index")
     name = backend_for(uri, config)
+    if name in FILE_BACKENDS:
+        from .audio import is_audio_only
+
+        if is_audio_only(uri):  # a recording without pictures: its speech alone
+            name = "audio"
     return SOURCES.create(name, uri=uri, config=config, **kw)

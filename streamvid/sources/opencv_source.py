@@ -17,6 +17,7 @@ from ..errors import SourceError
 from ..types import Frame, FrameSource, SourceStats
 from . import register_source
 from ._common import Sampler, identify, scaled_size
+from .audio import FileAudio
 from ._filebase import KnownLength, in_pts_order, note_end, probe_or_raise
 from .live import LiveSource
 
@@ -36,7 +37,7 @@ def _bgr_to_rgb(img: np.ndarray) -> np.ndarray:
 
 
 @register_source("opencv")
-class OpenCVSource(KnownLength, FrameSource):
+class OpenCVSource(KnownLength, FileAudio, FrameSource):
     """A video file read with OpenCV (``cv2.VideoCapture`` with the FFmpeg backend).
 
     Times are OpenCV's presentation times (``CAP_PROP_POS_MSEC``); OpenCV applies the
@@ -103,6 +104,7 @@ class OpenCVSource(KnownLength, FrameSource):
         if not self._closed:
             self._closed = True
             self._cap.release()
+        self.close_audio()
 
 
 def camera_device(uri: str) -> int | str:

@@ -30,6 +30,7 @@ from ._common import (
     scaled_size,
 )
 from ._filebase import KnownLength, in_pts_order
+from .audio import FileAudio
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def describe_av_open_error(path: str, err: BaseException) -> tuple[str, str]:
 
 
 @register_source("pyav")
-class PyAVSource(KnownLength, FrameSource):
+class PyAVSource(KnownLength, FileAudio, FrameSource):
     """A video file read with PyAV (FFmpeg).
 
     ``uri`` is a path or a URL FFmpeg can read to its end (``http(s)://`` files). Sampling
@@ -424,6 +425,7 @@ class PyAVSource(KnownLength, FrameSource):
                 self._container.close()
             except Exception:  # noqa: BLE001 - closing twice or a dead stream
                 pass
+        self.close_audio()
 
 
 def _ffmpeg_version() -> str:

@@ -29,6 +29,7 @@ def main() -> int:
     ap.add_argument("--fps", type=int, default=25)
     ap.add_argument("--width", type=int, default=320)
     ap.add_argument("--height", type=int, default=240)
+    ap.add_argument("--audio", action="store_true", help="also serve a 440 Hz tone (A-law)")
     args = ap.parse_args()
 
     Gst.init(None)
@@ -40,7 +41,10 @@ def main() -> int:
         f"( videotestsrc is-live=true pattern=ball ! "
         f"video/x-raw,width={args.width},height={args.height},framerate={args.fps}/1 ! "
         f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={args.fps} bitrate=300 ! "
-        f"rtph264pay name=pay0 pt=96 config-interval=1 )"
+        f"rtph264pay name=pay0 pt=96 config-interval=1 "
+        + ("audiotestsrc is-live=true freq=440 volume=0.3 ! audio/x-raw,rate=8000,channels=1 ! "
+           "alawenc ! rtppcmapay name=pay1 pt=8 " if args.audio else "")
+        + ")"
     )
     factory.set_shared(True)
     server.get_mount_points().add_factory(args.path, factory)

@@ -195,3 +195,26 @@ def test_backpressure_on_a_pipe_fed_faster_than_read(tmp_path):
     writer.wait()
     assert dropped > 20, dropped
     assert np.all(np.diff(got) > 0)
+
+
+@pytest.mark.rtsp
+def test_rtsp_audio_track_comes_beside_the_frames(gst):
+    srv = RtspServer(free_port(), audio=True).start()
+    try:
+        src = open_source(srv.url, live_cfg(max_side=160))
+        chunks = []
+        with src:
+            for i, f in enumerate(src):
+                chunks += src.read_audio(f.pts)
+                if i == 75:
+                    break
+            last = f.pts
+        assert src.has_audio and len(chunks) >= 1
+        starts = [c.start for c in chunks]
+        assert starts == sorted(starts) and all(c.rate == 16000 for c in chunks)
+        assert 0 <= starts[0] < 1.5 and chunks[-1].end <= last + 2.0   # on the frames' clock
+        tone = np.concatenate([c.samples for c in chunks])
+        spec = np.abs(np.fft.rfft(tone[:16000]))
+        assert abs(float(np.argmax(spec[1:])) + 1 - 440) <= 3   # the 440 Hz tone, resampled
+    finally:
+        srv.stop()

@@ -390,6 +390,8 @@ def index_corpus(inputs: Sequence[str], store: str | os.PathLike[str], config: C
                              "--store (index-corpus rebuilds its store from its shards)")
     shards = store / SHARDS
     shards.mkdir(parents=True, exist_ok=True)
+    for p in shards.glob(".tmp-*"):  # what workers that died left half-written
+        shutil.rmtree(p, ignore_errors=True)
     uris = expand_inputs(inputs)
     if not uris:
         raise SourceError("index-corpus: no inputs; fix: pass video files, folders, globs or "

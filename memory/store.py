@@ -974,6 +974,32 @@ class MemoryStore:
             out.append(cid)
         return out
 
+    def adopt_segments(self, entries: Sequence[dict[str, Any]], *, next_id: int,
+                       deleted: Iterable[int] = ()) -> None:
+        """Add segments whose directories were already written under this store's root
+        (by :func:`memory.merge.merge_stores`); durable at the next :meth:`commit`.
+
+        Each entry is a manifest segment entry (``name``, ``rows``, ``sources`` and any
+        other keys); file sizes are taken from the directory, IVF assignments are dropped
+        (the next commit assigns or trains). Their ids must be new and below ``next_id``;
+        ``deleted`` names ids among them that are not live.
+        """
+        self._writable()
+        new = []
+        for e in entries:
+            d = self.path / e["name"]
+            sizes = {p.name: p.stat().st_size for p in sorted(d.iterdir())
+                     if p.is_file() and not p.name.startswith("assign-")}
+            new.append({**e, "sizes": sizes, "assign": None})
+        m = dict(self._manifest)
+        m["segments"] = list(m["segments"]) + new
+        m["next_id"] = max(int(m["next_id"]), int(next_id))
+        self._manifest = m
+        self._segments = {**self._segments, **{e["name"]: _Segment(self.path, e) for e in new}}
+        self._deleted |= {int(i) for i in deleted}
+        self._build_state(None, None)
+        self._dirty = True
+
     def remove(self, ids: Iterable[int]) -> None:
         """Remove clips by id (durable at the next :meth:`commit`)."""
         self._writable()

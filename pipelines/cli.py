@@ -133,6 +133,39 @@ def index(ctx: click.Context, video: str, store: str, config_path: str | None, s
             click.echo(line)
 
 
+@cli.command("index-corpus")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--store", required=True, type=click.Path(file_okay=False), help="Store directory (built from its shards in STORE/shards).")
+@with_config
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="local: in this process; ray: actors of a Ray cluster (pip install 'streamvid[ray]').")
+@click.option("--address", default=None, help="Ray cluster to join (ray://HOST:10001 or auto); default: start one on this machine.")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Parallel workers (Ray actors, each loads the models once).")
+@click.option("--split-long", type=click.FloatRange(min=1.0), default=None, help="Index videos longer than this many seconds in ranges of this length, in parallel.")
+@click.option("--retries", type=click.IntRange(0), default=2, show_default=True, help="Times an item is retried when its worker process dies.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@click.pass_context
+def index_corpus(ctx: click.Context, inputs: tuple[str, ...], store: str, config_path: str | None,
+                 sets: tuple[str, ...], engine: str, address: str | None, workers: int,
+                 split_long: float | None, retries: int, as_json: bool) -> None:
+    """Index many videos (files, folders, globs, a .txt of URIs) into one store.
+
+    A re-run skips what is done; inputs that fail are listed (exit code 1) and retried next time.
+    """
+    from .corpus import index_corpus as run
+
+    cfg = load_config(config_path, sets)
+    summary = run(list(inputs), store, cfg, engine=engine, workers=workers, address=address,
+                  split_long=split_long, retries=retries, progress=ctx.obj["progress"])
+    if as_json:
+        click.echo(json.dumps(summary.to_json()))
+    else:
+        for line in summary.lines():
+            click.echo(line)
+    if summary.failures:
+        raise SourceError(f"{len(summary.failures)} of the inputs failed (listed in the summary); "
+                          "fix: repair or remove them and run again (finished inputs are skipped)")
+
+
 # ---------------------------------------------------------------------------- ask
 
 @cli.command()

@@ -60,7 +60,7 @@ _LOCK = ".writer.lock"
 _SEG_FILES = ("ids", "vectors", "text_vectors", "has_text", "start", "end", "source", "level",
               "tok_off", "tokens", "token_times", "token_positions")
 # the only names a manifest may give (plain names inside the store, never paths)
-_NAMES = {"segment": re.compile(r"seg-\d{8,}"), "deleted": re.compile(r"deleted-\d{8,}\.npy"),
+_NAMES = {"segment": re.compile(r"seg-\d{8,}(-\d+)?"), "deleted": re.compile(r"deleted-\d{8,}\.npy"),
           "centroids": re.compile(r"centroids-\d+\.npy"), "hnsw": re.compile(r"hnsw-\d{8,}\.faiss"),
           "assign": re.compile(r"assign-\d+\.npy")}
 _ATTACHABLE = frozenset({"config.yaml"})  # files a pipeline keeps beside the store (attach())
@@ -980,7 +980,7 @@ class MemoryStore:
         (by :func:`memory.merge.merge_stores`); durable at the next :meth:`commit`.
 
         Each entry is a manifest segment entry (``name``, ``rows``, ``sources`` and any
-        other keys); file sizes are taken from the directory, IVF assignments are dropped
+        other keys); the sizes and checksums of its known files are taken from the directory, IVF assignments are dropped
         (the next commit assigns or trains). Their ids must be new and below ``next_id``;
         ``deleted`` names ids among them that are not live.
         """
@@ -988,14 +988,15 @@ class MemoryStore:
         new = []
         for e in entries:
             d = self.path / e["name"]
-            sizes = {p.name: p.stat().st_size for p in sorted(d.iterdir())
-                     if p.is_file() and not p.name.startswith("assign-")}
-            new.append({**e, "sizes": sizes, "assign": None})
+            checks = {p.name: file_check(p) for p in sorted(d.iterdir())
+                      if p.is_file() and p.name in _SEG_NAMES}
+            new.append({**e, "sizes": {k: c[0] for k, c in checks.items()},
+                        "hashes": {k: c[1] for k, c in checks.items()}, "assign": None})
         m = dict(self._manifest)
         m["segments"] = list(m["segments"]) + new
         m["next_id"] = max(int(m["next_id"]), int(next_id))
         self._manifest = m
-        self._segments = {**self._segments, **{e["name"]: _Segment(self.path, e) for e in new}}
+        self._segments = {**self._segments, **{e["name"]: _Segment(self.path, e, self.spec) for e in new}}
         self._deleted |= {int(i) for i in deleted}
         self._build_state(None, None)
         self._dirty = True

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 MAX_QUERY_PIXELS = 50_000_000   # a query picture larger than this is refused before decoding
 MIN_QUERY_SIDE = 16             # ... one smaller than this on a side has nothing to match
-MIN_QUERY_STD = 2.0             # ... and one this plain (std of its opaque pixels, 0-255) too
+MIN_QUERY_STD = 2.0             # ... and an opaque one this plain (std of its pixels, 0-255) too
 
 
 def load_image(path: str | Path) -> np.ndarray:
@@ -74,7 +74,8 @@ def _check_matchable(img: np.ndarray, p: Path) -> None:
         if opaque.sum() < MIN_QUERY_SIDE * MIN_QUERY_SIDE:
             raise QueryError(f"image query {p} is almost entirely transparent, nothing to match; "
                              "fix: pass a picture of the thing to find")
-        rgb = rgb[opaque]
+        if not opaque.all():
+            return  # a cut-out: its outline is what is looked for, even in one flat colour
     if float(rgb.reshape(-1, 3).astype(np.float32).std(axis=0).max()) < MIN_QUERY_STD:
         raise QueryError(f"image query {p} is one flat colour, too plain to match anything; "
                          "fix: pass a picture of the thing to find")

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import DT, SPEC, make_clip
 from memory.merge import merge_stores
-from memory.store import MemoryStore, StoreSpec
+from memory.store import MemoryStore, StoreSpec, file_check
 from streamvid.config import MemoryConfig
 from streamvid.errors import StoreError
 
@@ -41,7 +41,7 @@ def test_merge_equals_sequential_store_and_carries_unknown_per_clip_files(tmp_pa
     shards = [_shard(tmp_path / "a", a), _shard(tmp_path / "b", b, commits=2),
               _shard(tmp_path / "c", c)]
     # a per-clip field the merge knows nothing about, as a newer store writer would add it:
-    # an array file and a metadata key, listed in the manifest with their sizes
+    # an array file (in the segment directory, unknown to the manifest) and a metadata key
     for shard in shards:
         manifest = json.loads((shard / "manifest.json").read_text())
         for e in manifest["segments"]:
@@ -49,10 +49,9 @@ def test_merge_equals_sequential_store_and_carries_unknown_per_clip_files(tmp_pa
             np.save(seg / "detections.npy", np.arange(e["rows"], dtype=np.int32) + 100)
             lines = [json.loads(x) for x in (seg / "meta.jsonl").read_text().splitlines()]
             for d in lines:
-                d["speech"] = f"said in clip {d['id']} of {shard.name}"
+                d["future_field"] = f"said in clip {d['id']} of {shard.name}"
             (seg / "meta.jsonl").write_text("".join(json.dumps(d) + "\n" for d in lines))
-            for f in ("detections.npy", "meta.jsonl"):
-                e["sizes"][f] = (seg / f).stat().st_size
+            e["sizes"]["meta.jsonl"], e["hashes"]["meta.jsonl"] = file_check(seg / "meta.jsonl")
         (shard / "manifest.json").write_text(json.dumps(manifest))
     summary = merge_stores(shards, tmp_path / "m")
     assert (summary.shards, summary.clips) == (3, 12)
@@ -81,13 +80,12 @@ def test_merge_equals_sequential_store_and_carries_unknown_per_clip_files(tmp_pa
     assert len(entries) == 4
     for e in entries:
         seg = tmp_path / "m" / e["name"]
-        assert "detections.npy" in e["sizes"]
         det = np.load(seg / "detections.npy")
         assert det.tolist() == list(range(100, 100 + e["rows"]))
         seen_det.extend(det.tolist())
         meta = [json.loads(x) for x in (seg / "meta.jsonl").read_text().splitlines()]
         assert [d["id"] for d in meta] == np.load(seg / "ids.npy").tolist()
-        seen_speech.extend(d["speech"] for d in meta)
+        seen_speech.extend(d["future_field"] for d in meta)
     assert seen_speech == [f"said in clip {i} of a" for i in range(5)] + \
         [f"said in clip {i} of b" for i in range(4)] + [f"said in clip {i} of c" for i in range(3)]
     assert len(seen_det) == 12

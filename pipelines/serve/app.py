@@ -33,6 +33,7 @@ from starlette.staticfiles import StaticFiles
 from streamvid.errors import QueryError, StreamvidError
 from streamvid.types import Question
 
+from ..ask import answer_json
 from ..live import LiveSession
 
 log = logging.getLogger(__name__)
@@ -293,7 +294,7 @@ def create_app(session: LiveSession, *, token: str | None = None,
         top_k = _number(data, "top_k", 1, 1000)
         ans = await run_in_threadpool(_at_low_priority, session.ask, q, top_k=int(top_k) if top_k else None,
                                       source_ids=sids or None, time_range=time_range)
-        return JSONResponse(ans.to_json())
+        return JSONResponse(answer_json(ans, session.config.answer))
 
     async def keyframe(request: Request) -> Response:
         try:

@@ -62,7 +62,7 @@ def test_ask_json_contract(indexed, capsys):
     scores = [e["score"] for e in obj["evidence"]]
     assert scores == sorted(scores, reverse=True)
     for e in obj["evidence"]:
-        assert set(e) == {"start", "end", "score", "text", "keyframe"}
+        assert set(e) == {"source_id", "start", "end", "score", "text", "keyframe", "clip_id"}
         assert 0.0 <= e["start"] <= e["keyframe"] <= e["end"] <= 16.0
     assert "retrieve" in obj["timings"]
 
@@ -74,7 +74,7 @@ def test_ask_human_lines(indexed, capsys):
     assert len(lines) >= 2
     # 00:00:03–00:00:06  0.82  what was seen
     import re
-    assert re.match(r"^\d\d:\d\d:\d\d–\d\d:\d\d:\d\d  -?\d\.\d\d  ", lines[1])
+    assert re.match(r"^(.+ )?\d\d:\d\d:\d\d–\d\d:\d\d:\d\d  -?\d\.\d\d  ", lines[1])
 
 
 def test_ask_video_indexes_once_into_cache(tmp_path, capsys, monkeypatch):

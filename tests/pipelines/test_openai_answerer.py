@@ -67,7 +67,7 @@ def recorder(tmp_path, request):
     rec.stop()
 
 
-def ask(capsys, store: Path, url: str, *extra: str, question: str = "what happens?"):
+def ask(capsys, store: Path, url: str, *extra: str, question: str = "what is the ball doing?"):
     code = main(["ask", "--store", str(store), question, "--answerer", "openai", "--url", url,
                  "--json", *extra])
     out, err = capsys.readouterr()
@@ -88,7 +88,7 @@ def test_keyframes_are_sent_in_time_order_after_their_times(store, recorder, cap
     body = reqs[0]["body"]
     assert body["model"] == "tiny-vlm" and body["max_tokens"] == 128
     parts = body["messages"][-1]["content"]
-    assert parts[-1] == {"type": "text", "text": "Question: what happens?"}
+    assert parts[-1] == {"type": "text", "text": "Question: what is the ball doing?"}
     images = [i for i, p in enumerate(parts) if p["type"] == "image_url"]
     assert len(images) == 4 and obj["answer"] == "received 4 images"
     # each picture follows the text with its time; times ascend; the picture is the store's
@@ -194,7 +194,7 @@ def test_missing_url_and_unknown_answerer(store, capsys):
 
 
 def test_extractive_json_has_the_same_keys(store, capsys):
-    code = main(["ask", "--store", str(store), "what happens?", "--json"])
+    code = main(["ask", "--store", str(store), "what is the ball doing?", "--json"])
     obj = json.loads(capsys.readouterr().out)
     assert code == 0
     assert (obj["answerer"], obj["model"], obj["visual_tokens"]) == ("extractive", None, 0)

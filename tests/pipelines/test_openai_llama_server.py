@@ -102,7 +102,7 @@ def test_smollm2_answers_text_only_through_the_server(llama_server, store, capsy
     t = obj["timings"]
     assert t["prompt_tokens"] > 80 and 1 <= t["completion_tokens"] <= 48
     assert t["images"] == 0 and obj["generate_s"] > 0
-    assert len(obj["evidence"]) == 3
+    assert 1 <= len(obj["evidence"]) <= 3
     # greedy decoding on the same prompt: the same answer again
     code, out2, _ = ask(capsys, store, llama_server["url"], "--top-k", "3")
     assert code == 0 and json.loads(out2)["answer"] == obj["answer"]

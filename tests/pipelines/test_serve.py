@@ -101,7 +101,8 @@ def test_ask_returns_the_json_of_ask_cli(server, indexed, capsys):
     got = r.json()
     assert main(["ask", "--store", str(server.store), "what is shown?", "--top-k", "3", "--json"]) == 0
     want = json.loads(capsys.readouterr().out)
-    assert set(got) == set(want) == {"answer", "evidence", "timings"}
+    assert set(got) == set(want) == {"answer", "evidence", "timings", "answerer", "model",
+                                     "visual_tokens", "prefill_s", "generate_s"}
     assert got["answer"] == want["answer"] and got["evidence"] == want["evidence"]
     assert {e["source_id"] for e in got["evidence"]} <= {"earth", "city"}
     for e in got["evidence"]:

@@ -4,6 +4,7 @@ resume and failure handling through the CLI."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -63,7 +64,11 @@ def _top(store: MemoryStore, queries: np.ndarray, space: str, k: int = 4):
 
 
 def test_ray_corpus_equals_sequential_indexing(corpus, ray_cluster, tmp_path):
+    # the object detector is off here: its scores near the threshold depend on the torch
+    # thread count (a worker runs one thread, this process more), which can change a clip's
+    # description; what is compared is the merge, not the detector
     cfg = Config()
+    cfg = cfg.replace(describe=dataclasses.replace(cfg.describe, detector="none"))
     files = [str(corpus / n) for n in VIDEOS]
     summary = index_corpus(files, tmp_path / "store", cfg, engine="ray", workers=2,
                            split_long=SPLIT, progress=False)

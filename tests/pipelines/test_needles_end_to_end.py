@@ -64,7 +64,7 @@ def test_when_question_for_the_sign_gives_its_time(haystack):
     needle = next(n for n in info.needles if n.label == "sign")
     ans = asker.ask(Question(text="When does the wifi password appear?"))
     assert _overlaps(ans.evidence[0], needle)
-    assert ans.answer.startswith(f"At {format_time(ans.evidence[0].keyframe)} (")
+    assert ans.answer.startswith(f"At {format_time(ans.evidence[0].keyframe)} in haystack.mp4: ")
     assert needle.start - 6.0 <= ans.evidence[0].keyframe <= needle.end
 
 

@@ -46,7 +46,7 @@ import numpy as np
 
 from streamvid.config import MemoryConfig
 from streamvid.errors import StoreError
-from streamvid.io import atomic_save_npy, atomic_write, atomic_write_json, fsync_dir
+from streamvid.io import atomic_save_npy, atomic_write, atomic_write_json, fsync_dir, remove_path
 from streamvid.types import ClipMemory, Detection, FrameObjects, SpeechSegment, TokenSpec
 
 from .index import VecIndex, ivf_nlist
@@ -565,7 +565,7 @@ class MemoryStore:
             if p.name == _LOCK:
                 continue
             if _is_store_file(p.name):
-                _remove(p)
+                remove_path(p)
 
     def _create(self, spec: StoreSpec) -> None:
         now = time.time()
@@ -1173,7 +1173,7 @@ class MemoryStore:
                     keep.add(m[key])
         for p in self.path.iterdir():
             if _is_store_file(p.name) and p.name != MANIFEST and p.name not in keep:
-                _remove(p)
+                remove_path(p)
         # stale assign files inside kept segments
         for e in self._manifest.get("segments", []):
             seg_dir = self.path / e["name"]
@@ -1220,17 +1220,6 @@ class MemoryStore:
     def __repr__(self) -> str:
         return (f"MemoryStore({str(self.path)!r}, mode={self.mode!r}, clips={len(self)}, "
                 f"generation={self._manifest.get('generation')})")
-
-
-def _remove(p: Path) -> None:
-    """Remove a store file or directory; a link is removed, never followed."""
-    try:
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
-    except FileNotFoundError:
-        pass
 
 
 _TEMP_NAME = re.compile(r"\.tmp-seg-\d{8,}-\d+|\.(manifest\.json|deleted-\d{8,}\.npy|"

@@ -14,7 +14,6 @@ import dataclasses
 import logging
 import math
 import os
-import shutil
 import threading
 import time
 from collections import defaultdict
@@ -27,6 +26,7 @@ import numpy as np
 from streamvid.config import Config
 from streamvid.describe.speech import SpeechDescriber
 from streamvid.errors import StoreError
+from streamvid.io import remove_path
 from streamvid.progress import progress as make_progress
 from streamvid.progress import status
 from streamvid.types import ClipMemory, Frame, SpeechSegment
@@ -529,14 +529,7 @@ def _remove_added(store_dir: Path, before: set[str] | None, made: list[Path]) ->
     for name in sorted(_entries(store_dir) or ()):
         if before is not None and name in before:
             continue
-        p = store_dir / name
-        try:
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
-        except FileNotFoundError:
-            pass
+        remove_path(store_dir / name)
     for d in made:
         try:
             d.rmdir()

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -114,3 +115,14 @@ def encode_jpeg(image: np.ndarray, *, max_side: int = THUMB_MAX_SIDE,
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=quality, optimize=True)
     return buf.getvalue()
+
+
+def remove_path(p: Path) -> None:
+    """Remove a file or a directory tree; a link is removed, never followed; gone already is fine."""
+    try:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    except FileNotFoundError:
+        pass

@@ -13,6 +13,7 @@ Layout of a store directory::
     deleted-<gen>.npy        ids removed since their segment was written
     centroids-<q>.npy        IVF centroids (index "ivf")
     hnsw-<gen>.faiss         the HNSW graph (index "hnsw")
+    tokidx-<gen>.faiss       the token index of image questions (memory/tokenindex.py)
 
 A commit writes new files under new names, then atomically replaces ``manifest.json``
 which names them; files that neither the current nor the previous manifest names are
@@ -49,6 +50,7 @@ from streamvid.errors import StoreError
 from streamvid.io import atomic_save_npy, atomic_write, atomic_write_json, fsync_dir, remove_path
 from streamvid.types import ClipMemory, Detection, FrameObjects, SpeechSegment, TokenSpec
 
+from . import tokenindex
 from .index import VecIndex, ivf_nlist
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ _SEG_FILES = ("ids", "vectors", "text_vectors", "has_text", "start", "end", "sou
 # the only names a manifest may give (plain names inside the store, never paths)
 _NAMES = {"segment": re.compile(r"seg-\d{8,}(-\d+)?"), "deleted": re.compile(r"deleted-\d{8,}\.npy"),
           "centroids": re.compile(r"centroids-\d+\.npy"), "hnsw": re.compile(r"hnsw-\d{8,}\.faiss"),
-          "assign": re.compile(r"assign-\d+\.npy")}
+          "assign": re.compile(r"assign-\d+\.npy"), "tokindex": tokenindex.FILE_NAME}
 _ATTACHABLE = frozenset({"config.yaml"})  # files a pipeline keeps beside the store (attach())
 _JPEG_FILES = ("jpeg", "jpeg_off")  # optional: stores written before them have none
 _SEG_NAMES = frozenset([f"{k}.npy" for k in _SEG_FILES + _JPEG_FILES] + ["meta.jsonl"])
@@ -319,12 +321,12 @@ def _check_manifest(m: dict[str, Any], where: Path) -> None:
         raise bad("has bad 'segments' or 'counts'")
     if not isinstance(m["spec"], dict) or not isinstance(m.get("files", {}), dict):
         raise bad("has a bad 'spec' or 'files'")
-    for key in ("deleted", "centroids", "hnsw"):
+    for key in ("deleted", "centroids", "hnsw", "tokindex"):
         if m.get(key) is not None and not name_ok(key, m[key]):
             raise bad(f"names {m[key]!r} as its {key} file, which is not a file name of a store")
     for name, c in m.get("files", {}).items():
         if not (name in _ATTACHABLE or any(name_ok(k, name) for k in ("deleted", "centroids",
-                                                                           "hnsw"))):
+                                                                           "hnsw", "tokindex"))):
             raise bad(f"records the file {name!r}, which is not a file name of a store")
         if not check_ok(c):
             raise bad(f"has a bad size/checksum for {name!r}")
@@ -493,6 +495,8 @@ class MemoryStore:
         self._closed = False
         self.created = False   # this open() wrote the store's first manifest
         self._attached: set[str] = set()
+        self._tok: tokenindex.TokenIndex | None = None   # loaded on first use
+        self._tok_file: str | None = None                # the commit's file it came from
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -666,6 +670,8 @@ class MemoryStore:
         self._manifest = m
         self._segments = segs
         self._deleted = set(int(i) for i in deleted)
+        if m.get("tokindex") != self._tok_file:   # another commit's: read again when needed
+            self._tok, self._tok_file = None, m.get("tokindex")
         self._build_state(centroids, hnsw_index, keep_index=keep_index)
 
     def _build_state(self, centroids: np.ndarray | None, hnsw_index: Any, *,
@@ -1097,6 +1103,7 @@ class MemoryStore:
         if kind_cfg == "hnsw" or (self._vindex.kind == "hnsw"):
             hnsw_name = f"hnsw-{gen:08d}.faiss"
             self._write_hnsw(hnsw_name)
+        tok_name = self._write_token_index(gen)
         # counts and sources
         t = self.table()
         sources = {}
@@ -1115,13 +1122,14 @@ class MemoryStore:
             size += sum(int(v) for v in e["sizes"].values())
         counts["bytes"] = size
         files = {name: file_check(self.path / name)
-                 for name in (deleted_name, centroids_name if use_ivf else None, hnsw_name) if name}
+                 for name in (deleted_name, centroids_name if use_ivf else None, hnsw_name,
+                              tok_name) if name}
         for name in _ATTACHABLE & (self._attached | set(m.get("files") or {})):
             if (self.path / name).is_file():
                 files[name] = file_check(self.path / name)
         m.update({"generation": gen, "next_id": self._next_id, "segments": segments, "files": files,
                   "deleted": deleted_name, "centroids": centroids_name if use_ivf else None,
-                  "qgen": qgen, "hnsw": hnsw_name, "committed": time.time(),
+                  "qgen": qgen, "hnsw": hnsw_name, "tokindex": tok_name, "committed": time.time(),
                   "sources": sources, "counts": counts,
                   "memory_config": dataclasses.asdict(self.config)})
         atomic_write_json(self.path / MANIFEST, m)  # the commit point
@@ -1129,6 +1137,7 @@ class MemoryStore:
         self._pending = {}
         self._dirty = False
         self._previous_manifest = prev
+        self._tok_file = tok_name   # the writer's token index is this commit's
         # the writer's indexes already hold this state unless they were retrained/rebuilt
         keep = not retrain and (self._vindex.kind == "ivf") == use_ivf and (
             hnsw_name is None or self._vindex.kind == "hnsw")
@@ -1160,6 +1169,33 @@ class MemoryStore:
         data = faiss.serialize_index(idx.index)
         atomic_write(self.path / name, lambda fh: fh.write(data.tobytes()))
 
+    def token_index(self) -> tokenindex.TokenIndex:
+        """The token index of the clips (image-question shortlists): the commit's file, read
+        once per commit and checked against its size and checksum, brought up to date with
+        a writer's pending changes; built from the clips when the commit has none."""
+        if self._tok is None:
+            name = self._manifest.get("tokindex")
+            if name:
+                p = self.path / name
+                _verify_file(p, *((self._manifest.get("files") or {}).get(name) or (None, None)))
+                self._tok = tokenindex.TokenIndex.read(p, self.spec.vector_dim)
+            else:
+                self._tok = tokenindex.TokenIndex(self.spec.vector_dim)
+        if self._tok.sync(self) and self.mode == "r":
+            log.info("the store %s has no current token index; built one for this reader "
+                     "(a writer's next commit saves it)", self.path)
+        return self._tok
+
+    def _write_token_index(self, gen: int) -> str | None:
+        """Bring the token index up to date and write it, under a new name when it changed."""
+        old = self._manifest.get("tokindex")
+        tok = self.token_index()
+        if old and self._tok_file == old and not tok.dirty:
+            return old
+        name = tokenindex.file_name(gen)
+        tok.write(self.path / name)
+        return name
+
     def _gc(self) -> None:
         """Remove files that neither the current nor the previous manifest names."""
         keep = set()
@@ -1168,7 +1204,7 @@ class MemoryStore:
                 continue
             for e in m.get("segments", []):
                 keep.add(e["name"])
-            for key in ("deleted", "centroids", "hnsw"):
+            for key in ("deleted", "centroids", "hnsw", "tokindex"):
                 if m.get(key):
                     keep.add(m[key])
         for p in self.path.iterdir():
@@ -1223,13 +1259,13 @@ class MemoryStore:
 
 
 _TEMP_NAME = re.compile(r"\.tmp-seg-\d{8,}-\d+|\.(manifest\.json|deleted-\d{8,}\.npy|"
-                        r"centroids-\d+\.npy|hnsw-\d{8,}\.faiss)\.\w+\.tmp")
+                        r"centroids-\d+\.npy|(hnsw|tokidx)-\d{8,}\.faiss)\.\w+\.tmp")
 
 
 def _is_store_file(name: str) -> bool:
     """A name the store writes (other files in its directory are never touched)."""
     return (name == MANIFEST or any(_NAMES[k].fullmatch(name) for k in
-                                    ("segment", "deleted", "centroids", "hnsw"))
+                                    ("segment", "deleted", "centroids", "hnsw", "tokindex"))
             or _TEMP_NAME.fullmatch(name) is not None)
 
 

@@ -111,11 +111,11 @@ class TokenIndex:
         new = np.setdiff1d(live, self.ids, assume_unique=True)
         if not len(gone) and not len(new):
             return False
-        expect = self.index.ntotal + PER_CLIP * len(new)
-        if (self.kind == "flat" and expect > IVF_FROM) or \
-                (self.kind == "ivfpq" and expect > 8 * self.index.nlist ** 2):
-            self._rebuild(store, live)
-        else:
+        per_clip = self.index.ntotal / len(self.ids) if len(self.ids) else PER_CLIP
+        expect = self.index.ntotal + per_clip * len(new)
+        grown = (self.kind == "flat" and expect > IVF_FROM) or \
+            (self.kind == "ivfpq" and expect > 8 * self.index.nlist ** 2)
+        if not (grown and self._rebuild(store, live)):
             if len(gone):
                 self.index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(gone)))
             for owner, cents in _centroids_of(store, new):
@@ -124,11 +124,16 @@ class TokenIndex:
         self.dirty = True
         return True
 
-    def _rebuild(self, store: "MemoryStore", live: np.ndarray) -> None:
+    def _rebuild(self, store: "MemoryStore", live: np.ndarray) -> bool:
+        """The index of the clips ``live`` built as IVF-PQ (False: too few centroids to
+        train it on; nothing changed)."""
         n = PER_CLIP * len(live)
         log.info("token index of %s: training IVF-PQ lists for %d clips", store.path, len(live))
         pick = live[np.unique(np.linspace(0, len(live) - 1, min(TRAIN_CLIPS, len(live))).astype(int))]
-        train = np.concatenate([c for _, c in _centroids_of(store, pick)])
+        train = [c for _, c in _centroids_of(store, pick)]
+        if sum(len(c) for c in train) < 4 * 256:   # too few to train the codebooks: stay exact
+            return False
+        train = np.concatenate(train)
         nlist = int(min(ivf_nlist(n), max(1, len(train) // 39)))
         quantizer = faiss.IndexFlatIP(self.dim)
         index = faiss.IndexIVFPQ(quantizer, self.dim, nlist, _pq_codes(self.dim), 8,
@@ -140,6 +145,7 @@ class TokenIndex:
         for owner, cents in _centroids_of(store, live):
             index.add_with_ids(cents, owner)
         self.index = index
+        return True
 
     # ------------------------------------------------------------------ files
     def write(self, path: Path) -> None:

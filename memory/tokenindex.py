@@ -1,8 +1,8 @@
 """The token index: which clips are worth the exact layout matching of an image question.
 
-Each clip's kept tokens are summarised by a few centroids (:data:`PER_CLIP`, by the
-farthest-point clustering that consolidation uses, so a small distinctive object keeps a
-centroid of its own rather than being averaged into the background) and the centroids go
+Each clip's kept tokens are summarised by a few centroids (:data:`PER_CLIP`, by
+farthest-point clustering, so a small distinctive object keeps a centroid of its own rather
+than being averaged into the background) and the centroids go
 into an inner-product index under the clip's id: exact while small, IVF once it holds more
 than :data:`IVF_FROM` vectors. An image question's view tokens each look up their nearest
 centroids; a clip scores, per view, the weighted sum of its best match to each view token,
@@ -28,7 +28,6 @@ from streamvid.errors import StoreError
 from streamvid.io import atomic_write
 from streamvid.types import ClipMemory
 
-from .consolidate import compress_tokens
 from .index import ivf_nlist
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,7 +37,8 @@ log = logging.getLogger(__name__)
 
 PER_CLIP = 8          # centroids per clip
 IVF_FROM = 16384      # centroids: above this many the index is IVF-PQ (exact below)
-PQ_DIMS = 16          # IVF-PQ: dimensions per one-byte code (a 1280-d centroid: 80 bytes)
+PCA_DIMS = 256        # IVF-PQ: wider centroids are first projected to this many dimensions
+PQ_DIMS = 8           # IVF-PQ: dimensions per one-byte code (a projected centroid: 32 bytes)
 TRAIN_CLIPS = 4096    # IVF-PQ: clips whose centroids train the lists and codebooks
 NPROBE = 32           # IVF lists visited per query token
 NEIGHBOURS = 256      # nearest centroids looked up per query token
@@ -51,13 +51,28 @@ def file_name(generation: int) -> str:
 
 
 def clip_centroids(clip: ClipMemory) -> np.ndarray:
-    """``[k, D]`` unit centroids of the clip's kept tokens (``k <= PER_CLIP``; none kept: 0)."""
+    """``[k, D]`` unit centroids of the clip's kept tokens (``k <= PER_CLIP``; none kept: 0).
+
+    Farthest-point centres in cosine (the least typical token first, then each time the
+    token least like any centre so far), every token joined to its nearest centre, centres
+    the normalised means of their members."""
     if clip.tokens is None or not clip.n_tokens:
         return np.zeros((0, clip.vector.shape[0]), np.float32)
     x = np.asarray(clip.tokens, np.float32)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-8)
-    n = len(x)
-    c, _, _ = compress_tokens(x, np.zeros(n, np.float32), np.zeros(n, np.int32), PER_CLIP)
+    k = min(PER_CLIP, len(x))
+    sims = x @ x.T
+    centres = [int(np.argmin(sims.sum(axis=1)))]
+    best = sims[centres[0]].copy()
+    for _ in range(k - 1):
+        nxt = int(np.argmin(best))
+        centres.append(nxt)
+        np.maximum(best, sims[nxt], out=best)
+    assign = np.argmax(sims[:, centres], axis=1)
+    assign[centres] = np.arange(k)   # a centre belongs to its own cluster
+    onehot = np.zeros((k, len(x)), np.float32)
+    onehot[assign, np.arange(len(x))] = 1.0
+    c = onehot @ x
     return np.ascontiguousarray(c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-8),
                                 dtype=np.float32)
 
@@ -93,10 +108,14 @@ class TokenIndex:
     def kind(self) -> str:
         return "flat" if isinstance(self.index, faiss.IndexIDMap2) else "ivfpq"
 
+    @property
+    def _ivf(self) -> Any:
+        return faiss.extract_index_ivf(self.index)
+
     def _covered(self) -> np.ndarray:
         if self.kind == "flat":
             return np.unique(faiss.vector_to_array(self.index.id_map).astype(np.int64))
-        inv = self.index.invlists
+        inv = self._ivf.invlists
         ids = [np.array(faiss.rev_swig_ptr(inv.get_ids(lst), inv.list_size(lst)), np.int64)
                for lst in range(inv.nlist) if inv.list_size(lst)]
         return np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
@@ -114,7 +133,7 @@ class TokenIndex:
         per_clip = self.index.ntotal / len(self.ids) if len(self.ids) else PER_CLIP
         expect = self.index.ntotal + per_clip * len(new)
         grown = (self.kind == "flat" and expect > IVF_FROM) or \
-            (self.kind == "ivfpq" and expect > 8 * self.index.nlist ** 2)
+            (self.kind == "ivfpq" and expect > 8 * self._ivf.nlist ** 2)
         if not (grown and self._rebuild(store, live)):
             if len(gone):
                 self.index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(gone)))
@@ -135,13 +154,18 @@ class TokenIndex:
             return False
         train = np.concatenate(train)
         nlist = int(min(ivf_nlist(n), max(1, len(train) // 39)))
-        quantizer = faiss.IndexFlatIP(self.dim)
-        index = faiss.IndexIVFPQ(quantizer, self.dim, nlist, _pq_codes(self.dim), 8,
-                                 faiss.METRIC_INNER_PRODUCT)
-        index.own_fields = True      # the index frees its quantizer ...
+        d = min(self.dim, PCA_DIMS)
+        quantizer = faiss.IndexFlatIP(d)
+        index = faiss.IndexIVFPQ(quantizer, d, nlist, _pq_codes(d), 8, faiss.METRIC_INNER_PRODUCT)
+        index.own_fields = True      # an index frees what it owns ...
         quantizer.this.disown()      # ... which Python then must not
-        index.train(train)
         index.nprobe = min(NPROBE, nlist)
+        if d < self.dim:
+            ivf = index
+            index = faiss.IndexPreTransform(faiss.PCAMatrix(self.dim, d), ivf)
+            index.own_fields = True
+            ivf.this.disown()
+        index.train(train)
         for owner, cents in _centroids_of(store, live):
             index.add_with_ids(cents, owner)
         self.index = index
@@ -161,12 +185,14 @@ class TokenIndex:
             raise StoreError(f"the store's token index {path} cannot be read "
                              f"({str(err).splitlines()[0]}); fix: the store is damaged, "
                              "re-index into a new --store") from err
-        if not isinstance(raw, (faiss.IndexIDMap2, faiss.IndexIVFPQ)) or raw.d != dim:
+        if not isinstance(raw, (faiss.IndexIDMap2, faiss.IndexIVFPQ, faiss.IndexPreTransform)) \
+                or raw.d != dim:
             raise StoreError(f"the store's token index {path} is not one a store of {dim}-d "
                              "tokens writes; fix: the store is damaged, re-index into a new --store")
-        if isinstance(raw, faiss.IndexIVFPQ):
-            raw.nprobe = min(NPROBE, raw.nlist)
-        return cls(dim, raw)
+        out = cls(dim, raw)
+        if out.kind == "ivfpq":
+            out._ivf.nprobe = min(NPROBE, out._ivf.nlist)
+        return out
 
     # ------------------------------------------------------------------ asking
     def shortlist(self, views: Sequence[tuple[np.ndarray, np.ndarray]], k: int,
@@ -192,7 +218,7 @@ class TokenIndex:
                 return []
             sel = faiss.IDSelectorBatch(allowed)
             params = faiss.SearchParameters(sel=sel) if self.kind == "flat" else \
-                faiss.SearchParametersIVF(sel=sel, nprobe=self.index.nprobe)
+                faiss.SearchParametersIVF(sel=sel, nprobe=self._ivf.nprobe)
             sims, ids = self.index.search(q, kk, params=params)
         found = ids >= 0
         floor = np.where(found, sims, np.inf).min(axis=1)            # [M] bound for the unseen

@@ -67,8 +67,9 @@ def _trap_store(path: Path, spec) -> tuple[np.ndarray, list[int]]:
 
 @pytest.mark.parametrize("kind", ["flat", "ivfpq"])
 def test_shortlist_finds_what_exhaustive_scoring_finds(tmp_path, spec, monkeypatch, kind):
-    if kind == "ivfpq":   # the large-store index, on a small store
+    if kind == "ivfpq":   # the large-store index (projected, IVF-PQ), on a small store
         monkeypatch.setattr(tokenindex, "IVF_FROM", 1024)
+        monkeypatch.setattr(tokenindex, "PCA_DIMS", 32)
     query, decoys = _trap_store(tmp_path / "s", spec)
     store = MemoryStore.open(tmp_path / "s", spec, mode="r")
     assert store.manifest["tokindex"] and store.token_index().kind == kind

@@ -156,15 +156,11 @@ class TokenIndex:
         nlist = int(min(ivf_nlist(n), max(1, len(train) // 39)))
         d = min(self.dim, PCA_DIMS)
         quantizer = faiss.IndexFlatIP(d)
+        # (faiss's Python layer keeps the quantizer and the projection alive with the index)
         index = faiss.IndexIVFPQ(quantizer, d, nlist, _pq_codes(d), 8, faiss.METRIC_INNER_PRODUCT)
-        index.own_fields = True      # an index frees what it owns ...
-        quantizer.this.disown()      # ... which Python then must not
         index.nprobe = min(NPROBE, nlist)
         if d < self.dim:
-            ivf = index
-            index = faiss.IndexPreTransform(faiss.PCAMatrix(self.dim, d), ivf)
-            index.own_fields = True
-            ivf.this.disown()
+            index = faiss.IndexPreTransform(faiss.PCAMatrix(self.dim, d), index)
         index.train(train)
         for owner, cents in _centroids_of(store, live):
             index.add_with_ids(cents, owner)

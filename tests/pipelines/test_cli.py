@@ -234,3 +234,27 @@ def test_live_answers_questions_from_stdin(tmp_path):
     assert len(answers) == 1 and answers[0]["evidence"]
     assert "indexed world.mp4" in res.stderr
     assert (store / "manifest.json").is_file()
+
+
+def test_a_question_loads_only_what_it_needs(indexed):
+    """A text question imports no vision encoder (torch) nor transformers; an image question
+    no sentence encoder. A new process, as `streamvid ask` is."""
+    code = f"""
+import sys
+from pipelines.ask import Asker, load_image
+from pipelines.demo import DEMO_NEEDLE
+from streamvid.types import Question
+with Asker({str(indexed)!r}) as asker:
+    assert asker.ask(Question(text="earth")).evidence
+    heavy = sorted(m for m in ("torch", "transformers", "sentence_transformers", "cv2", "rapidocr")
+                   if m in sys.modules)
+    assert not heavy, heavy
+with Asker({str(indexed)!r}) as asker:
+    assert asker.ask(Question(image=load_image(DEMO_NEEDLE))).evidence
+    assert "torch" in sys.modules
+    assert "sentence_transformers" not in sys.modules and "transformers" not in sys.modules
+print("ok")
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr

@@ -15,12 +15,6 @@ into is it its me my of on or our so than that the their them then there these t
 those to was we were what when where which while who whom why will with would you your
 show shown showed seen see saw appear appears appeared video clip frame say says said
 written write read reads""".split())
-SPEECH_CUES = frozenset("""say says said saying mention mentions mentioned mentioning speaker
-speakers spoken speak speaks spoke talk talks talked talking tell tells told discuss discussed
-discusses announce announced announces hear heard voice""".split())
-# cues of written text that speech never answers ("what does the sign say?")
-WRITTEN_CUES = frozenset("""sign signs written text read reads label labelled labeled password
-poster banner screen caption title board note wifi plate""".split())
 QUOTED = re.compile(r"[\"“”'‘’]([^\"“”'‘’]{2,})[\"“”'‘’]")
 
 
@@ -32,12 +26,6 @@ def words(text: str) -> list[str]:
 def plain_words(text: str) -> list[str]:
     """Lower-case word tokens, stopwords kept (for phrase matching)."""
     return WORD.findall(text.lower())
-
-
-def is_speech_question(question: str) -> bool:
-    """True when the question asks about what was said, and not about written text."""
-    ws = set(WORD.findall(question.lower()))
-    return bool(ws & SPEECH_CUES) and not ws & WRITTEN_CUES
 
 
 def quoted_phrases(question: str) -> list[str]:

@@ -10,11 +10,11 @@ import numpy as np
 
 from streamvid.config import RetrievalConfig
 from streamvid.errors import QueryError, StoreError
-from streamvid.question import frame_match
+from streamvid.question import SPEECH_WORDS, frame_match
 from streamvid.types import ClipMemory, Context, ContextItem, Question, TextEncoder, VisionEncoder
 
 from .budget import allocate, pick_tokens
-from .lexical import SPEECH_CUES, BM25, is_speech_question, plain_words, quoted_phrases, words
+from .lexical import BM25, plain_words, quoted_phrases, words
 from .store import MemoryStore
 
 log = logging.getLogger(__name__)
@@ -320,8 +320,8 @@ class Retriever:
         qw = words(text)
         lex = self._bm_all.score(qw)
         lam = cfg.lexical_weight
-        speech = self._bm_speech.score([w for w in qw if w not in SPEECH_CUES]) \
-            if question.parsed.kind == "speech" or is_speech_question(text) else {}
+        speech = self._bm_speech.score([w for w in qw if w not in SPEECH_WORDS]) \
+            if question.parsed.speech else {}
         if speech:  # what was said: the transcripts' words lead
             lex = {d: 0.3 * lex.get(d, 0.0) + 0.7 * speech.get(d, 0.0) for d in set(lex) | set(speech)}
             lam = max(lam, SPEECH_LEXICAL)

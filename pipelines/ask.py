@@ -83,22 +83,25 @@ def _check_matchable(img: np.ndarray, p: Path) -> None:
 
 
 def require_local_models(config: Config, store_dir: Path) -> None:
-    """Opening a store never downloads: a hub model it names must already be on this machine.
+    """Opening a store never downloads: a hub model its config (or the asker's answer
+    section) names must already be on this machine.
 
     Raises :class:`ModelError` naming the model and the two fixes.
     """
     named = []
-    if config.encoder.name == "hf" and config.encoder.model:
-        named.append(("encoder.model", config.encoder.model))
+    if config.encoder.name in ("hf", "vlm") and config.encoder.model:
+        named.append(("encoder.model", config.encoder.model, f"the store {store_dir} names"))
     if config.text.model != "minilm":
-        named.append(("text.model", config.text.model))
-    for key, model in named:
+        named.append(("text.model", config.text.model, f"the store {store_dir} names"))
+    if config.answer.name == "hf" and config.answer.model:
+        named.append(("answer.model", config.answer.model, "the answer section names"))
+    for key, model, who in named:
         if Path(model).exists() or _in_hub_cache(model):
             continue
         raise ModelError(
-            f"the store {store_dir} names the hub model {model!r} ({key}), which is not on this "
-            f"machine, and opening a store never downloads; fix: download it yourself (e.g. "
-            f"`huggingface-cli download {model}`) if you trust it, or pass --allow-download")
+            f"{who} the hub model {model!r} ({key}), which is not on this machine, and "
+            f"nothing is downloaded unless asked; fix: download it yourself (e.g. `huggingface-cli download "
+            f"{model}`) if you trust it, or pass --allow-download")
 
 
 def _in_hub_cache(model: str) -> bool:
@@ -155,7 +158,7 @@ class Asker:
             text_encoder=_OnFirstUse(lambda: self.models.text_encoder, self._check_text),
             vision_encoder=_OnFirstUse(lambda: self.models.encoder, self._check_vision,
                                        supports_text=_class_supports_text(self.config)))
-        self.answerer = create_answerer(self.config.answer)
+        self.answerer = create_answerer(self.config.answer, allow_download=allow_download)
         self.last_context: Context | None = None
 
     def _check_vision(self, enc: Any) -> None:

@@ -64,14 +64,18 @@ _WHEN = re.compile(r"\b(when|what time|which moment|at what point|how long into|
                    r"what minute)\b", re.I)
 _FIRST = re.compile(r"\b(first|earliest|the first time|start to appear|begins? to appear|"
                     r"first time)\b", re.I)
-_SPEECH = re.compile(r"\b(said|say|says|saying|speak|speaks|spoke|spoken|talk|talks|talking|"
-                     r"told|tell|mention|mentions|mentioned|narrator|speaker|voice|hear|heard)\b", re.I)
-_SPEECH_NOT = re.compile(r"\b(sign|screen|written|text|label|caption|title|banner|board|button|"
-                         r"dialog|window|menu|read|reads)\b", re.I)
 _TEXT = re.compile(r"\b(written|write|writes|text|sign|signs|read|reads|password|code|caption|"
                    r"title|spell|spelled|message|banner|screen|label|labelled|labeled|button|"
                    r"menu|dialog|window|poster|board|plate|resolution|number|word|words|wifi|"
                    r"name|named|note|setting|settings|option|displayed|shown on|tooltip)\b", re.I)
+#: words that ask about what was said (retrieval drops them before matching transcripts)
+SPEECH_WORDS = frozenset("""say says said saying mention mentions mentioned mentioning speaker
+speakers narrator spoken speak speaks spoke talk talks talked talking tell tells told discuss
+discussed discusses announce announced announces hear heard voice""".split())
+#: words of written text: a question naming one asks what is written, which speech never answers
+#: ("what does the sign say?")
+WRITTEN_WORDS = frozenset("""sign signs written text read reads label labelled labeled password
+poster banner screen caption title board note wifi plate""".split())
 _QUOTED = re.compile(r"[\"“”‘’]([^\"“”‘’]{2,})[\"“”‘’]")
 _SUMMARY = re.compile(r"\b(about|summar\w*|overview|what happens|what is happening|what's happening|"
                       r"going on|describe the video|the gist|what is this video|what does the video show|"
@@ -89,7 +93,9 @@ class ParsedQuestion:
     the COCO classes each object word names (``people`` -> ``person``, ``bag`` -> handbag,
     backpack or suitcase), in the order named: a moment matches when it shows one class of
     every group; ``words`` those object words as written (to answer with the asker's word);
-    ``options`` the multiple-choice options ``(letter, text)``; ``quoted`` phrases in quotes.
+    ``options`` the multiple-choice options ``(letter, text)``; ``quoted`` phrases in quotes;
+    ``speech`` whether it asks about what was said, whatever its kind ("when does the speaker
+    mention the budget?" is a ``when`` question about speech).
     """
 
     kind: str
@@ -99,6 +105,7 @@ class ParsedQuestion:
     words: tuple[str, ...] = ()
     options: tuple[tuple[str, str], ...] = ()
     quoted: tuple[str, ...] = ()
+    speech: bool = False
 
     @property
     def objects(self) -> tuple[str, ...]:
@@ -167,6 +174,8 @@ def parse_question(text: str) -> ParsedQuestion:
     at = parse_time(stem)
     first = bool(_FIRST.search(stem))
     quoted = tuple(m.strip() for m in _QUOTED.findall(stem))
+    said = set(_WORD.findall(stem.lower()))
+    speech = bool(said & SPEECH_WORDS) and not said & WRITTEN_WORDS
     if options:
         kind = "choice"
     elif _COUNT.search(stem):
@@ -175,7 +184,7 @@ def parse_question(text: str) -> ParsedQuestion:
         kind = "when"
     elif quoted or _TEXT.search(stem) or _SAY_TEXT.search(stem):
         kind = "text"
-    elif _SPEECH.search(stem) and not _SPEECH_NOT.search(stem):
+    elif speech:
         kind = "speech"
     elif _SUMMARY.search(stem):
         kind = "summary"
@@ -184,7 +193,7 @@ def parse_question(text: str) -> ParsedQuestion:
     else:
         kind = "what"
     return ParsedQuestion(kind=kind, at=at, first=first, groups=groups, words=words,
-                          options=options, quoted=quoted)
+                          options=options, quoted=quoted, speech=speech)
 
 
 def frame_match(frame_objects, groups: tuple[tuple[str, ...], ...]) -> list:

@@ -9,9 +9,8 @@ import re
 from typing import Sequence
 
 from streamvid.compress.clips import plural
-from memory.lexical import SPEECH_CUES, is_speech_question
 from streamvid.config import AnswerConfig
-from streamvid.question import frame_match, named_objects, parse_number, parse_time
+from streamvid.question import SPEECH_WORDS, frame_match, named_objects, parse_number, parse_time
 from streamvid.types import (Answer, Answerer, ClipMemory, Context, ContextItem, Evidence, FrameObjects,
                              Question, format_time)
 
@@ -125,15 +124,15 @@ def _cap(s: str) -> str:
     return s[:1].upper() + s[1:]
 
 
-def spoken_answer(question: str, hits: Sequence[ContextItem]) -> str | None:
+def spoken_answer(question: Question, hits: Sequence[ContextItem]) -> str | None:
     """``At HH:MM:SS the speaker said: "…"`` from the transcript of the best moments, or None.
 
     The segment quoted shares the most words with the question; its time is when the first
     of those words was said. Speech answers a question about what was said, or one whose
     words were said in the best moment.
     """
-    q = set(words(question)) - SPEECH_CUES
-    asked = is_speech_question(question)
+    q = set(words(question.text)) - SPEECH_WORDS
+    asked = question.parsed.speech
     for rank, it in enumerate(hits[:3]):
         if rank and not asked:
             break
@@ -166,7 +165,7 @@ class ExtractiveAnswerer(Answerer):
         kind = pq.kind
         if kind == "choice":
             return self._choose(question, context, hits)
-        said = spoken_answer(question.text, hits) if question.text.strip() else None
+        said = spoken_answer(question, hits) if question.text.strip() else None
         if said is not None:
             return Answer(said, self._evidence(hits))
         if kind == "count":

@@ -87,8 +87,10 @@ class HFAnswerer(Answerer):
 
     name = "hf"
 
-    def __init__(self, config: AnswerConfig | None = None):
+    def __init__(self, config: AnswerConfig | None = None, *, local_files_only: bool = False):
+        """``local_files_only``: load a hub model only from the local cache, never download."""
         self.config = config or AnswerConfig(name="hf")
+        self._local_only = local_files_only
         self._vlm: Any = None
 
     # ------------------------------------------------------------------ model
@@ -105,7 +107,8 @@ class HFAnswerer(Answerer):
                                  "profile, or set answer.model")
             model = spec.model
         if self._vlm is None or self._vlm.name != model_name(model):
-            self._vlm = load_vlm(model, dtype=self.config.dtype, device=self.config.device)
+            self._vlm = load_vlm(model, dtype=self.config.dtype, device=self.config.device,
+                                 local_files_only=self._local_only)
         grid = spec.grid if spec is not None else (0, 0)
         check_tokens(spec, self._vlm.token_spec(grid))
         return self._vlm

@@ -103,11 +103,12 @@ class VLM:
         self.model.to(self.device).eval()
         self.config = cfg
         self._model_dir = model
+        self._local_only = local_files_only
         self._tokenizer: Any = None
         self.lock = threading.Lock()   # one generation at a time per loaded model
         vc = cfg.vision_config
         self.hidden = int(cfg.text_config.hidden_size)
-        proc = _read_json(model, "preprocessor_config.json") or {}
+        proc = _read_json(model, "preprocessor_config.json", local_files_only) or {}
         mean, std = _MEAN_STD[self.family]
         self.image_mean = tuple(float(x) for x in proc.get("image_mean", mean))
         self.image_std = tuple(float(x) for x in proc.get("image_std", std))
@@ -152,7 +153,8 @@ class VLM:
             import transformers
 
             try:
-                self._tokenizer = transformers.AutoTokenizer.from_pretrained(self._model_dir)
+                self._tokenizer = transformers.AutoTokenizer.from_pretrained(
+                    self._model_dir, local_files_only=self._local_only)
             except (OSError, ValueError, TypeError) as err:
                 raise ModelError(f"cannot load the tokenizer of {self._model_dir!r}: "
                                  f"{str(err).splitlines()[0]}") from err

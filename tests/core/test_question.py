@@ -50,3 +50,18 @@ def test_image_question_asks_when():
     import numpy as np
 
     assert Question(image=np.zeros((4, 4, 3), np.uint8)).parsed.kind == "when"
+
+
+@pytest.mark.parametrize("text, kind, speech", [
+    ("When does the speaker mention the budget?", "when", True),
+    ("What did they discuss?", "speech", True),
+    ("What did the narrator say?", "speech", True),
+    ("What does the sign say?", "text", False),
+    ("What is the wifi password the speaker reads out?", "text", False),
+    ("Where is the dog?", "what", False),
+])
+def test_speech_is_read_in_one_place(text, kind, speech):
+    """Whether a question asks about what was said is part of its one reading (retrieval and
+    the answerers read ``parsed.speech``), whatever its kind."""
+    p = Question(text=text).parsed
+    assert (p.kind, p.speech) == (kind, speech)

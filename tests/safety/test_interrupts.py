@@ -137,33 +137,46 @@ def test_kill_9_mid_file_keeps_every_commit(tmp_path, long_video):
     assert all(np.isfinite(c.vector).all() for c in clips)
 
 
-def test_full_disk_during_commit_keeps_the_store(built_store, tmp_path, capsys):
-    """ENOSPC while committing: one error line, the store as it was, no temp files."""
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs, unmounted again however the test ends (lazily if a mapping of one of
+    its files is still alive)."""
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
-    import shutil
-
     disk = tmp_path / "disk"
     disk.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)]).returncode:
         pytest.skip("cannot mount a tmpfs here")
     try:
-        store = disk / "store"
-        shutil.copytree(built_store, store)
-        st = os.statvfs(disk)
-        free = st.f_bavail * st.f_frsize
-        (disk / "filler").write_bytes(b"\0" * max(0, free - 64 * 1024))
-        manifest = (store / "manifest.json").read_bytes()
-        code, _, err = run_cli(capsys, ["index", str(DATA / "world_3s.mp4"), "--store",
-                                        str(store), "--source-id", "more"])
-        assert_one_error(code, err, "no space left")
-        assert (store / "manifest.json").read_bytes() == manifest
-        assert not [p.name for p in store.iterdir() if p.name.startswith(".tmp") or
-                    p.name.endswith(".tmp")]
-        with MemoryStore.open(store, mode="r") as s:
-            assert s.sources() == ["world_8s.mp4"] and len(s) == len(s.get(s.ids()))
+        yield disk
     finally:
-        subprocess.run(["umount", str(disk)])
+        import gc
+
+        gc.collect()   # memory-mapped store files keep the mount busy
+        if subprocess.run(["umount", str(disk)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(disk)], check=True)
+        assert not os.path.ismount(disk)
+
+
+def test_full_disk_during_commit_keeps_the_store(built_store, small_disk, capsys):
+    """ENOSPC while committing: one error line, the store as it was, no temp files."""
+    import shutil
+
+    disk = small_disk
+    store = disk / "store"
+    shutil.copytree(built_store, store)
+    st = os.statvfs(disk)
+    free = st.f_bavail * st.f_frsize
+    (disk / "filler").write_bytes(b"\0" * max(0, free - 64 * 1024))
+    manifest = (store / "manifest.json").read_bytes()
+    code, _, err = run_cli(capsys, ["index", str(DATA / "world_3s.mp4"), "--store",
+                                    str(store), "--source-id", "more"])
+    assert_one_error(code, err, "no space left")
+    assert (store / "manifest.json").read_bytes() == manifest
+    assert not [p.name for p in store.iterdir() if p.name.startswith(".tmp") or
+                p.name.endswith(".tmp")]
+    with MemoryStore.open(store, mode="r") as s:
+        assert s.sources() == ["world_8s.mp4"] and len(s) == len(s.get(s.ids()))
 
 
 def test_live_bad_question_is_an_error_line_and_the_session_goes_on(tmp_path, capsys,
@@ -230,3 +243,22 @@ def test_opening_a_store_never_downloads(built_store, tmp_path):
         assert any("tempting-model" in r for r in _Hub.requests), _Hub.requests
     finally:
         server.shutdown()
+
+
+def test_the_answer_section_never_downloads(built_store, capsys):
+    """An hf answerer named by the asker's answer section (or a store's) whose model is not on
+    this machine: one error line naming the model and --allow-download, before any model
+    loads; the answerer itself loads only local files unless downloads are allowed."""
+    from pipelines.answerers import create_answerer
+    from streamvid.config import AnswerConfig
+    from streamvid.errors import ModelError
+
+    model = "someone/answer-model-not-here"
+    code, _, err = run_cli(capsys, ["ask", "--store", str(built_store), "--set",
+                                    "answer.name=hf", "--set", f"answer.model={model}", "earth?"])
+    assert_one_error(code, err, model, "answer.model", "--allow-download")
+    answerer = create_answerer(AnswerConfig(name="hf", model=model), allow_download=False)
+    with pytest.raises(ModelError, match=model):
+        answerer.vlm_for(None)
+    assert answerer._local_only
+    assert not create_answerer(AnswerConfig(name="hf", model=model))._local_only

@@ -414,7 +414,9 @@ class Retriever:
                           table) -> list[int]:
         """Every clip (of ``source``) while the store is small enough to score them all (or
         ``image_shortlist`` is 0), else the ``image_shortlist`` clips the store's token index
-        finds closest to the views (memory/tokenindex.py)."""
+        finds closest to the views (memory/tokenindex.py), with the clips nearest to the
+        pooled query and the views' means when pooled vectors count (``late_interaction``
+        below 1, or no kept tokens)."""
         ids = np.asarray(table["id"])
         if source is not None:
             code = list(table["source_names"]).index(source)
@@ -422,8 +424,15 @@ class Retriever:
         k = self.config.image_shortlist
         if k == 0 or len(ids) <= max(self.config.image_exhaustive, k):
             return sorted(int(i) for i in ids)
-        return sorted(self.store.token_index().shortlist(
-            [(v.tokens, v.weights) for v in views], k, ids if source is not None else None))
+        tokens = self.store.token_index()
+        found = set(tokens.shortlist([(v.tokens, v.weights) for v in views], k,
+                                     ids if source is not None else None))
+        if self.config.late_interaction < 1.0 or not len(tokens):
+            # pooled vectors count too (or are all a store without kept tokens has)
+            found |= self._dense_candidates(qp, "visual", source)
+            for v in views:
+                found |= self._dense_candidates(v.mean, "visual", source)
+        return sorted(found)
 
     def _score_image(self, image: np.ndarray, source: str | None, table, rowpos
                      ) -> tuple[dict[int, float], np.ndarray]:

@@ -2,9 +2,9 @@
 
 Each clip's kept tokens are summarised by a few centroids (:data:`PER_CLIP`, by
 farthest-point clustering, so a small distinctive object keeps a centroid of its own rather
-than being averaged into the background) and the centroids go
-into an inner-product index under the clip's id: exact while small, IVF once it holds more
-than :data:`IVF_FROM` vectors. An image question's view tokens each look up their nearest
+than being averaged into the background) and the centroids go into an inner-product index
+under the clip's id: exact while it holds up to :data:`IVF_FROM` of them, IVF-PQ (over a
+PCA projection of wide tokens) beyond. An image question's view tokens each look up their nearest
 centroids; a clip scores, per view, the weighted sum of its best match to each view token,
 and the best-scoring clips are shortlisted.
 
@@ -103,6 +103,10 @@ class TokenIndex:
         self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
         self.ids = self._covered()   # clips it holds centroids of
         self.dirty = False           # changed since it was read or written
+
+    def __len__(self) -> int:
+        """Centroids held."""
+        return int(self.index.ntotal)
 
     @property
     def kind(self) -> str:

@@ -223,14 +223,22 @@ class TokenIndex:
         found = ids >= 0
         floor = np.where(found, sims, np.inf).min(axis=1)            # [M] bound for the unseen
         floor = np.where(np.isfinite(floor), floor, 0.0).astype(np.float32)
+        rows = np.nonzero(found)[0]
         clips, col = np.unique(ids[found], return_inverse=True)
         if not len(clips):
             return []
-        best = np.repeat(floor[:, None], len(clips), axis=1)          # [M, U]
-        rows = np.nonzero(found)[0]
-        np.maximum.at(best, (rows, col), sims[found])
-        per_view = np.zeros((len(views), len(clips)), np.float32)
-        np.add.at(per_view, owner, wq[:, None] * best)
-        score = per_view.max(axis=0)
+        # each (view token, clip): the clip's best centroid above the token's floor, summed
+        # per (view, clip) with the token's weight (sparse: a clip a token did not reach
+        # keeps the floor, which every clip has alike)
+        gain = sims[found] - floor[rows]
+        pair = rows.astype(np.int64) * len(clips) + col
+        order = np.lexsort((-gain, pair))
+        first = np.ones(len(order), bool)
+        first[1:] = pair[order][1:] != pair[order][:-1]
+        best = order[first]
+        per_view = np.zeros(len(views) * len(clips), np.float64)
+        np.add.at(per_view, owner[rows[best]] * len(clips) + col[best], wq[rows[best]] * gain[best])
+        base = np.bincount(owner, weights=wq * floor, minlength=len(views))   # [V]
+        score = (per_view.reshape(len(views), len(clips)) + base[:, None]).max(axis=0)
         top = np.argsort(-score, kind="stable")[:k]
         return [int(c) for c in clips[top]]

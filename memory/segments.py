@@ -48,7 +48,6 @@ from streamvid.io import atomic_write_json, fsync_dir, remove_path
 from streamvid.types import ClipMemory, Detection, FrameObjects, SpeechSegment, TokenSpec
 
 from .index import VecIndex
-from .tokenindex import FILE_NAME as TOKEN_INDEX_NAME
 
 FORMAT = "streamvid-memory"
 FORMAT_VERSION = 1
@@ -58,7 +57,7 @@ _SEG_FILES = ("ids", "vectors", "text_vectors", "has_text", "start", "end", "sou
 # the only names a manifest may give (plain names inside the store, never paths)
 _NAMES = {"segment": re.compile(r"seg-\d{8,}(-\d+)?"), "deleted": re.compile(r"deleted-\d{8,}\.npy"),
           "centroids": re.compile(r"centroids-\d+\.npy"), "hnsw": re.compile(r"hnsw-\d{8,}\.faiss"),
-          "tokindex": TOKEN_INDEX_NAME,
+          "tokindex": re.compile(r"tokidx-\d{8,}\.faiss"),   # memory/tokenindex.py
           "assign": re.compile(r"assign-\d+\.npy")}
 ATTACHABLE = frozenset({"config.yaml"})  # files a pipeline keeps beside the store (attach())
 _JPEG_FILES = ("jpeg", "jpeg_off")  # optional: stores written before them have none

@@ -17,9 +17,8 @@ store has none or one that does not cover its live clips.
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
 import faiss
 import numpy as np
@@ -29,9 +28,6 @@ from streamvid.io import atomic_write
 from streamvid.types import ClipMemory
 
 from .index import ivf_nlist
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .store import MemoryStore
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +39,16 @@ TRAIN_CLIPS = 4096    # IVF-PQ: clips whose centroids train the lists and codebo
 NPROBE = 32           # IVF lists visited per query token
 NEIGHBOURS = 256      # nearest centroids looked up per query token
 BATCH = 512           # clips read at a time while building
-FILE_NAME = re.compile(r"tokidx-\d{8,}\.faiss")
+
+
+class ClipSource(Protocol):
+    """What the index reads its clips from (a :class:`memory.store.MemoryStore`)."""
+
+    path: Path
+
+    def ids(self) -> np.ndarray: ...
+
+    def get(self, ids: Any) -> list[ClipMemory]: ...
 
 
 def file_name(generation: int) -> str:
@@ -77,7 +82,7 @@ def clip_centroids(clip: ClipMemory) -> np.ndarray:
                                 dtype=np.float32)
 
 
-def _centroids_of(store: "MemoryStore", ids: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _centroids_of(store: ClipSource, ids: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``(owner ids, centroids)`` of the clips ``ids``, a batch of clips at a time."""
     for lo in range(0, len(ids), BATCH):
         part = store.get(ids[lo:lo + BATCH])
@@ -125,7 +130,7 @@ class TokenIndex:
         return np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
 
     # ------------------------------------------------------------------ building
-    def sync(self, store: "MemoryStore") -> bool:
+    def sync(self, store: ClipSource) -> bool:
         """Bring the index to ``store``'s clips: drop the gone, add the new (rebuilt as IVF-PQ
         when it grows past :data:`IVF_FROM` centroids, or well past what its lists were
         trained on); True if it changed."""
@@ -147,7 +152,7 @@ class TokenIndex:
         self.dirty = True
         return True
 
-    def _rebuild(self, store: "MemoryStore", live: np.ndarray) -> bool:
+    def _rebuild(self, store: ClipSource, live: np.ndarray) -> bool:
         """The index of the clips ``live`` built as IVF-PQ (False: too few centroids to
         train it on; nothing changed)."""
         n = PER_CLIP * len(live)

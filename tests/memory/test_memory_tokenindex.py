@@ -17,6 +17,7 @@ import pytest
 
 import memory.store as store_mod
 from memory import tokenindex
+from memory.retrieval import Retriever
 from memory.store import MemoryStore
 from streamvid.config import MemoryConfig, RetrievalConfig
 from streamvid.errors import StoreError
@@ -76,7 +77,7 @@ def test_shortlist_finds_what_exhaustive_scoring_finds(tmp_path, spec, monkeypat
     enc = TableVision(unit(query.sum(0))[None], query[None])
 
     def top(cfg: RetrievalConfig) -> list[int]:
-        ctx = TokenRetriever(store, cfg, enc).retrieve(Question(image=image(0)))
+        ctx = Retriever(store, cfg, vision_encoder=enc).retrieve(Question(image=image(0)))
         return [it.clip.id for it in ctx.hits()]
 
     exhaustive = top(RetrievalConfig(top_k=3, anchors=0, image_shortlist=0))
@@ -97,12 +98,6 @@ def test_shortlist_finds_what_exhaustive_scoring_finds(tmp_path, spec, monkeypat
                         np.array([1, 2, 3])) and set(
         ti.shortlist([(np.stack([a, b]), np.array([0.5, 0.5], np.float32))], 8,
                      np.array([1, 2, 3]))) <= {1, 2, 3}
-
-
-def TokenRetriever(store, cfg, enc):
-    from memory.retrieval import Retriever
-
-    return Retriever(store, cfg, vision_encoder=enc)
 
 
 def _covers_live(store: MemoryStore) -> None:

@@ -412,18 +412,18 @@ class Retriever:
 
     def _image_candidates(self, qp: np.ndarray, views: list[_View], source: str | None,
                           table) -> list[int]:
-        """Every clip (of ``source``) while the store is small enough to score them all,
-        else the nearest clips to the pooled query and to each view's mean."""
+        """Every clip (of ``source``) while the store is small enough to score them all (or
+        ``image_shortlist`` is 0), else the ``image_shortlist`` clips the store's token index
+        finds closest to the views (memory/tokenindex.py)."""
         ids = np.asarray(table["id"])
         if source is not None:
             code = list(table["source_names"]).index(source)
             ids = ids[np.asarray(table["source"]) == code]
-        if len(ids) <= self.config.image_exhaustive:
+        k = self.config.image_shortlist
+        if k == 0 or len(ids) <= max(self.config.image_exhaustive, k):
             return sorted(int(i) for i in ids)
-        found = self._dense_candidates(qp, "visual", source)
-        for v in views:
-            found |= self._dense_candidates(v.mean, "visual", source)
-        return sorted(found)
+        return sorted(self.store.token_index().shortlist(
+            [(v.tokens, v.weights) for v in views], k, ids if source is not None else None))
 
     def _score_image(self, image: np.ndarray, source: str | None, table, rowpos
                      ) -> tuple[dict[int, float], np.ndarray]:

@@ -25,6 +25,7 @@ from streamvid.errors import StoreError
 from streamvid.io import atomic_save_npy, atomic_write, atomic_write_json
 from streamvid.types import ClipMemory
 
+from . import tokenindex
 from .consolidate import excess, plan_consolidation, recent_ids
 from .index import VecIndex, ivf_nlist
 from .locking import StoreBusyError, WriterLock
@@ -63,6 +64,8 @@ class MemoryStore:
         self._closed = False
         self.created = False   # this open() wrote the store's first manifest
         self._attached: set[str] = set()
+        self._tok: tokenindex.TokenIndex | None = None   # loaded on first use
+        self._tok_file: str | None = None                # the commit's file it came from
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -165,6 +168,8 @@ class MemoryStore:
         self._manifest = m
         self._segments = segs
         self._deleted = set(int(i) for i in deleted)
+        if m.get("tokindex") != self._tok_file:   # another commit's: read again when needed
+            self._tok, self._tok_file = None, m.get("tokindex")
         self._build_state(centroids, hnsw_index, keep_index=keep_index)
 
     def _build_state(self, centroids: np.ndarray | None, hnsw_index: Any, *,
@@ -544,6 +549,7 @@ class MemoryStore:
         if kind_cfg == "hnsw" or (self._index.kind == "hnsw"):
             hnsw_name = f"hnsw-{gen:08d}.faiss"
             self._write_hnsw(hnsw_name)
+        tok_name = self._write_token_index(gen)
         # counts and sources
         t = self.table()
         sources = {}
@@ -562,13 +568,14 @@ class MemoryStore:
             size += sum(int(v) for v in e["sizes"].values())
         counts["bytes"] = size
         files = {name: file_check(self.path / name)
-                 for name in (deleted_name, centroids_name if use_ivf else None, hnsw_name) if name}
+                 for name in (deleted_name, centroids_name if use_ivf else None, hnsw_name,
+                              tok_name) if name}
         for name in ATTACHABLE & (self._attached | set(m.get("files") or {})):
             if (self.path / name).is_file():
                 files[name] = file_check(self.path / name)
         m.update({"generation": gen, "next_id": self._next_id, "segments": segments, "files": files,
                   "deleted": deleted_name, "centroids": centroids_name if use_ivf else None,
-                  "qgen": qgen, "hnsw": hnsw_name, "committed": time.time(),
+                  "qgen": qgen, "hnsw": hnsw_name, "tokindex": tok_name, "committed": time.time(),
                   "sources": sources, "counts": counts,
                   "memory_config": dataclasses.asdict(self.config)})
         atomic_write_json(self.path / MANIFEST, m)  # the commit point
@@ -576,11 +583,39 @@ class MemoryStore:
         self._pending = {}
         self._dirty = False
         self._previous_manifest = prev
+        self._tok_file = tok_name   # the writer's token index is this commit's
         # the writer's indexes already hold this state unless they were retrained/rebuilt
         keep = not retrain and (self._index.kind == "ivf") == use_ivf and (
             hnsw_name is None or self._index.kind == "hnsw")
         self._load_manifest(m, None, keep_index=keep)
         self._gc()
+
+    def token_index(self) -> tokenindex.TokenIndex:
+        """The token index of the clips (image-question shortlists): the commit's file, read
+        once per commit and checked against its size and checksum, brought up to date with
+        a writer's pending changes; built from the clips when the commit has none."""
+        if self._tok is None:
+            name = self._manifest.get("tokindex")
+            if name:
+                p = self.path / name
+                verify_file(p, *((self._manifest.get("files") or {}).get(name) or (None, None)))
+                self._tok = tokenindex.TokenIndex.read(p, self.spec.vector_dim)
+            else:
+                self._tok = tokenindex.TokenIndex(self.spec.vector_dim)
+        if self._tok.sync(self) and self.mode == "r":
+            log.info("the store %s has no current token index; built one for this reader "
+                     "(a writer's next commit saves it)", self.path)
+        return self._tok
+
+    def _write_token_index(self, gen: int) -> str | None:
+        """Bring the token index up to date and write it, under a new name when it changed."""
+        old = self._manifest.get("tokindex")
+        tok = self.token_index()
+        if old and self._tok_file == old and not tok.dirty:
+            return old
+        name = tokenindex.file_name(gen)
+        tok.write(self.path / name)
+        return name
 
     def attach(self, name: str) -> None:
         """Record ``name`` (a file the caller keeps in the store directory, e.g. the config it

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from streamvid.config import AnswerConfig, Config
-from streamvid.errors import ModelError, QueryError, StoreError
+from streamvid.errors import ModelError, QueryError, StoreError, StreamvidError
 from streamvid.io import file_digest
 from streamvid.types import Answer, Context, Question
 
@@ -148,17 +149,25 @@ class Asker:
             require_local_models(self.config, self.store_dir)
         # the store's files are checked before any model loads: a damaged store fails fast
         self.store = MemoryStore.open(self.store_dir, None, mode="r", config=self.config.memory)
-        try:
-            self.models = models or Models(self.config, allow_download=allow_download)
-            self.store.check_spec(self.models.store_spec())
-        except BaseException:
-            self.store.close()
-            raise
-        self.retriever = Retriever(self.store, self.config.retrieval,
-                                   text_encoder=self.models.text_encoder,
-                                   vision_encoder=self.models.encoder)
+        self.models = models or Models(self.config, allow_download=allow_download)
+        # each model loads when a question first needs it (a text question never loads the
+        # vision encoder, an image question never the sentence encoder), and is then checked
+        # against what the store was built with
+        self.retriever = Retriever(
+            self.store, self.config.retrieval,
+            text_encoder=_OnFirstUse(lambda: self.models.text_encoder, self._check_text),
+            vision_encoder=_OnFirstUse(lambda: self.models.encoder, self._check_vision,
+                                       supports_text=_class_supports_text(self.config)))
         self.answerer = create_answerer(self.config.answer, allow_download=allow_download)
         self.last_context: Context | None = None
+
+    def _check_vision(self, enc: Any) -> None:
+        self.store.check_spec(dataclasses.replace(self.store.spec, encoder_id=enc.model_id,
+                                                  vector_dim=int(enc.pooled_dim or enc.dim)))
+
+    def _check_text(self, txt: Any) -> None:
+        self.store.check_spec(dataclasses.replace(self.store.spec, text_id=txt.model_id,
+                                                  text_dim=int(txt.dim)))
 
     def ask(self, question: Question, *, top_k: int | None = None,
             source: str | None = None, budget: int | None = None) -> Answer:
@@ -185,6 +194,41 @@ class Asker:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _OnFirstUse:
+    """Stands for a model until an attribute of it is first asked for; then loads it (once),
+    runs ``check`` on it and passes every attribute through. ``supports_text``, when known
+    from the model's class, is answered without loading."""
+
+    def __init__(self, load: Callable[[], Any], check: Callable[[Any], None], *,
+                 supports_text: bool | None = None):
+        self._load, self._check, self._model = load, check, None
+        self._supports_text = supports_text
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "supports_text" and self._supports_text is not None:
+            return self._supports_text
+        if self._model is None:
+            model = self._load()
+            self._check(model)
+            self._model = model
+        return getattr(self._model, name)
+
+
+def _class_supports_text(config: Config) -> bool | None:
+    """False when the vision encoder's class has no text tower at all (known without loading
+    its weights), else None (it depends on the checkpoint)."""
+    from streamvid.encoders import ENCODERS
+    from streamvid.types import VisionEncoder
+
+    try:
+        cls = ENCODERS.get(config.encoder.name)
+    except StreamvidError:
+        return None
+    if isinstance(cls, type) and cls.supports_text is VisionEncoder.supports_text:
+        return False
+    return None
 
 
 def answer_json(ans: Answer, config: AnswerConfig) -> dict[str, Any]:

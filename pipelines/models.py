@@ -51,7 +51,8 @@ class Models:
         if self._text is None:
             from streamvid.encoders import create_text_encoder
 
-            _quiet_transformers()
+            if self.config.text.model != "minilm":   # minilm runs without transformers
+                _quiet_transformers()
             self._text = create_text_encoder(self.config.text, allow_download=self.allow_download)
         return self._text
 

@@ -208,7 +208,8 @@ class RetrievalConfig(_Section):
     anchor_tokens: int = _f(8, "tokens per anchor clip", min=0)
     lexical_weight: float = _f(0.35, "weight of lexical matching in text retrieval", min=0.0, max=1.0)
     late_interaction: float = _f(1.0, "weight of token-level scores (the query's in-context views matched, in their layout, against each clip's kept tokens) in image retrieval; the rest is the pooled clip vector", min=0.0, max=1.0)
-    image_exhaustive: int = _f(20000, "image questions score every clip's kept tokens while the store (or source) has at most this many clips", min=0)
+    image_exhaustive: int = _f(20000, "image questions score every clip's kept tokens while the store (or source) has at most this many clips (above: the token index shortlists)", min=0)
+    image_shortlist: int = _f(64, "image questions on larger stores: clips the token index shortlists for the exact layout matching (0 = always score every clip)", min=0)
     recency_correction: bool = _f(True, "correct the drift of similarity towards late clips")
 
 

@@ -1,4 +1,4 @@
-"""all-MiniLM-L6-v2 from its offline package, through sentence-transformers."""
+"""all-MiniLM-L6-v2 from its offline package (NumPy forward pass), and through sentence-transformers."""
 
 from __future__ import annotations
 
@@ -35,6 +35,11 @@ def test_sentence_transformers_backend_loads_a_path(minilm):
     st = create_text_encoder(TextConfig(model=path))
     assert st.name == "sentence-transformers" and st.dim == 384
     texts = ["red apple on a table"]
+    np.testing.assert_allclose(st.encode(texts), minilm.encode(texts), atol=1e-5)
+    # a batch of mixed lengths (padding, attention masks), an empty text and one over the
+    # model's 256 tokens (truncated the same way)
+    texts = ["A red apple.", "", "the sign says the dog is called Rex " * 60,
+             "when does a bicycle appear?", "Ünïcode café, numbers 12:30 and 4.5 m"]
     np.testing.assert_allclose(st.encode(texts), minilm.encode(texts), atol=1e-5)
 
 

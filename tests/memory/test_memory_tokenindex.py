@@ -1,0 +1,245 @@
+"""The token index: shortlists for image questions that keep the exhaustive answer, kept up
+to date by commits and consolidation, and surviving a crash during a commit."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import memory.store as store_mod
+from memory import tokenindex
+from memory.store import MemoryStore
+from streamvid.config import MemoryConfig, RetrievalConfig
+from streamvid.errors import StoreError
+from streamvid.types import Question
+
+from conftest import DV, make_clip, unit
+from test_memory_retrieval import TableVision, image
+
+N_CLIPS = 600
+NEEDLE = 437   # the clip showing the pictured object: tokens a and b side by side in one frame
+
+
+def _trap_store(path: Path, spec) -> tuple[np.ndarray, list[int]]:
+    """A store where the needle clip is found only by matching the whole view.
+
+    The query's tokens are ``a`` and ``b`` side by side. The needle clip shows both (a little
+    noisy); 60 decoy clips show ``a`` exactly but no ``b`` (a shortlist by any one query token
+    fills up with them), and 60 more have pooled vectors almost equal to the query's (a
+    shortlist by pooled vectors finds only them; the needle's pooled vector is far off).
+    Returns the query's tokens ``[8, D]`` (grid 2x4) and the decoy ids.
+    """
+    rng = np.random.default_rng(12345)   # not a seed of make_clip (those are clip numbers)
+    a, b = unit(rng.normal(size=(2, DV)))
+    query = np.zeros((8, DV), np.float32)
+    query[1], query[2] = a, b
+    pooled = unit(a + b)
+    clips, decoys = [], []
+    for i in range(N_CLIPS):
+        c = make_clip(i, tokens=8)
+        c = dataclasses.replace(c, token_times=np.full(8, c.start, np.float32))
+        tk = unit(np.asarray(c.tokens, np.float32))
+        if i == NEEDLE:
+            tk[1] = unit(a + 0.25 * rng.normal(size=DV) / np.sqrt(DV))
+            tk[2] = unit(b + 0.25 * rng.normal(size=DV) / np.sqrt(DV))
+            c = dataclasses.replace(c, vector=unit(-pooled + 0.1 * rng.normal(size=DV)))
+        elif i % 10 == 3:
+            tk[1] = a
+            decoys.append(i)
+        elif i % 10 == 7:
+            c = dataclasses.replace(c, vector=unit(pooled + 0.05 * rng.normal(size=DV)))
+            decoys.append(i)
+        clips.append(dataclasses.replace(c, tokens=tk.astype(np.float16)))
+    with MemoryStore.open(path, spec, mode="w") as store:
+        store.add(clips)
+        store.commit()
+    return query, decoys
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivfpq"])
+def test_shortlist_finds_what_exhaustive_scoring_finds(tmp_path, spec, monkeypatch, kind):
+    if kind == "ivfpq":   # the large-store index, on a small store
+        monkeypatch.setattr(tokenindex, "IVF_FROM", 1024)
+    query, decoys = _trap_store(tmp_path / "s", spec)
+    store = MemoryStore.open(tmp_path / "s", spec, mode="r")
+    assert store.manifest["tokindex"] and store.token_index().kind == kind
+    enc = TableVision(unit(query.sum(0))[None], query[None])
+
+    def top(cfg: RetrievalConfig) -> list[int]:
+        ctx = TokenRetriever(store, cfg, enc).retrieve(Question(image=image(0)))
+        return [it.clip.id for it in ctx.hits()]
+
+    exhaustive = top(RetrievalConfig(top_k=3, anchors=0, image_shortlist=0))
+    short = top(RetrievalConfig(top_k=3, anchors=0, image_shortlist=8, image_exhaustive=0))
+    assert exhaustive[0] == NEEDLE and short[0] == NEEDLE
+    # the traps are real: a shortlist of 8 by the pooled vector, or by any one query token,
+    # misses the needle
+    by_pooled = [i for i, _ in store.search(unit(query.sum(0)), 8)]
+    assert NEEDLE not in by_pooled and set(by_pooled) <= set(decoys)
+    a, b = query[1], query[2]
+    ti = store.token_index()
+    for t in (a, b):
+        one = ti.shortlist([(t[None], np.ones(1, np.float32))], 8)
+        assert NEEDLE not in one or t is b
+    assert NEEDLE in ti.shortlist([(np.stack([a, b]), np.array([0.5, 0.5], np.float32))], 8)
+    # a source filter is honoured
+    assert ti.shortlist([(np.stack([a, b]), np.array([0.5, 0.5], np.float32))], 8,
+                        np.array([1, 2, 3])) and set(
+        ti.shortlist([(np.stack([a, b]), np.array([0.5, 0.5], np.float32))], 8,
+                     np.array([1, 2, 3]))) <= {1, 2, 3}
+
+
+def TokenRetriever(store, cfg, enc):
+    from memory.retrieval import Retriever
+
+    return Retriever(store, cfg, vision_encoder=enc)
+
+
+def _covers_live(store: MemoryStore) -> None:
+    ti = store.token_index()
+    assert np.array_equal(ti.ids, store.ids())
+    assert not ti.dirty   # read from the commit's file, nothing to add
+
+
+def test_commits_and_consolidation_keep_the_index_current(tmp_path, spec):
+    path = tmp_path / "s"
+    with MemoryStore.open(path, spec, mode="w") as store:
+        store.add([make_clip(i) for i in range(40)])
+        store.commit()
+        first = store.manifest["tokindex"]
+        store.remove([3, 4, 5])
+        store.add([make_clip(i) for i in range(40, 50)])
+        store.commit()
+        assert store.manifest["tokindex"] != first
+        assert not (path / first).exists() or first == store._previous_manifest["tokindex"]
+    with MemoryStore.open(path, spec, mode="r") as r:
+        _covers_live(r)
+        assert 3 not in r.token_index().ids and 45 in r.token_index().ids
+    # a bounded store consolidates: merged clips replace their parts in the index too
+    cfg = MemoryConfig(capacity_clips=30, keep_recent=0.2)
+    with MemoryStore.open(path, spec, mode="a", config=cfg) as store:
+        store.add([make_clip(i) for i in range(50, 60)])
+        store.commit()
+        assert len(store) <= 30
+    with MemoryStore.open(path, spec, mode="r") as r:
+        _covers_live(r)
+        merged = [c.id for c in r.get(r.ids()) if c.merged > 1]
+        assert merged and set(merged) <= set(r.token_index().ids.tolist())
+
+
+def test_a_store_without_a_token_index_gets_one(tmp_path, spec):
+    path = tmp_path / "s"
+    with MemoryStore.open(path, spec, mode="w") as store:
+        store.add([make_clip(i) for i in range(20)])
+        store.commit()
+    # as a store written before the token index existed: its manifest names none
+    m = json.loads((path / "manifest.json").read_text())
+    name = m.pop("tokindex")
+    m["files"].pop(name)
+    (path / "manifest.json").write_text(json.dumps(m))
+    with MemoryStore.open(path, spec, mode="r") as r:   # a reader builds one for itself
+        assert np.array_equal(r.token_index().ids, r.ids())
+    with MemoryStore.open(path, spec, mode="a") as w:   # a writer's next commit saves it
+        w.add([make_clip(20)])
+        w.commit()
+    with MemoryStore.open(path, spec, mode="r") as r:
+        _covers_live(r)
+
+
+def test_a_damaged_token_index_is_an_error(tmp_path, spec):
+    path = tmp_path / "s"
+    with MemoryStore.open(path, spec, mode="w") as store:
+        store.add([make_clip(i) for i in range(20)])
+        store.commit()
+        name = store.manifest["tokindex"]
+    data = bytearray((path / name).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (path / name).write_bytes(bytes(data))
+    with MemoryStore.open(path, spec, mode="r") as r:
+        with pytest.raises(StoreError, match="checksum"):
+            r.token_index()
+
+
+def _state(path: Path) -> tuple[int, str]:
+    m = json.loads((path / "manifest.json").read_text())
+    return m["generation"], m["tokindex"]
+
+
+def test_a_failed_commit_leaves_the_last_index(tmp_path, spec, monkeypatch):
+    path = tmp_path / "s"
+    with MemoryStore.open(path, spec, mode="w") as store:
+        store.add([make_clip(i) for i in range(30)])
+        store.commit()
+    before = _state(path)
+
+    def fail(*_a, **_k):
+        raise OSError(28, "No space left on device")
+
+    store = MemoryStore.open(path, spec, mode="a")
+    store.remove([1, 2])
+    store.add([make_clip(i) for i in range(30, 40)])
+    monkeypatch.setattr(store_mod, "atomic_write_json", fail)   # the manifest: the commit point
+    with pytest.raises(OSError):
+        store.commit()
+    monkeypatch.undo()
+    # the new token index was written, the manifest that would name it was not
+    assert (path / tokenindex.file_name(before[0] + 1)).exists()
+    store.close()
+    assert _state(path) == before
+    with MemoryStore.open(path, spec, mode="r") as r:
+        _covers_live(r)
+        assert len(r) == 30 and 1 in r.token_index().ids
+    with MemoryStore.open(path, spec, mode="a"):   # a writer tidies the leftover away
+        pass
+    assert not (path / tokenindex.file_name(before[0] + 1)).exists()
+
+
+def test_a_process_killed_during_commit_leaves_a_valid_index(tmp_path, spec):
+    """A writer killed (SIGKILL) between writing the token index and the manifest."""
+    path = tmp_path / "s"
+    with MemoryStore.open(path, spec, mode="w") as store:
+        store.add([make_clip(i) for i in range(30)])
+        store.commit()
+    before = _state(path)
+    child = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path[:0] = {[str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parent)]!r}
+        import memory.store as store_mod
+        from memory.store import MemoryStore
+        from conftest import SPEC, make_clip
+
+        def killed(path, obj):
+            if path.name == "manifest.json":
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        store = MemoryStore.open({str(path)!r}, SPEC, mode="a")
+        store.remove([0, 5])
+        store.add([make_clip(i) for i in range(30, 45)])
+        store_mod.atomic_write_json = killed
+        store.commit()
+    """)
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert (path / tokenindex.file_name(before[0] + 1)).exists()   # written, never named
+    assert _state(path) == before
+    with MemoryStore.open(path, spec, mode="r") as r:
+        _covers_live(r)
+        assert len(r) == 30
+    with MemoryStore.open(path, spec, mode="a") as w:   # the next commit carries on
+        w.add([make_clip(i) for i in range(30, 35)])
+        w.commit()
+    assert not (path / tokenindex.file_name(before[0] + 1)).exists() or \
+        _state(path)[1] == tokenindex.file_name(before[0] + 1)
+    with MemoryStore.open(path, spec, mode="r") as r:
+        _covers_live(r)
+        assert len(r) == 35

@@ -591,21 +591,6 @@ class MemoryStore:
         self._load_manifest(m, None, keep_index=keep)
         self._gc()
 
-    def attach(self, name: str) -> None:
-        """Record ``name`` (a file the caller keeps in the store directory, e.g. the config it
-        was built with) in the manifest at each commit, so it is verified like the data."""
-        if name not in ATTACHABLE:
-            raise StoreError(f"cannot attach {name!r} to the store {self.path}; attachable: "
-                             f"{', '.join(sorted(ATTACHABLE))}")
-        self._writable()
-        self._attached.add(name)
-        self._dirty = True
-
-    def _write_hnsw(self, name: str) -> None:
-        """Write the HNSW graph of the live clips (rebuilt when many were removed)."""
-        data = self._index.hnsw_graph(self.ids(), self.vectors)
-        atomic_write(self.path / name, lambda fh: fh.write(data))
-
     def token_index(self) -> tokenindex.TokenIndex:
         """The token index of the clips (image-question shortlists): the commit's file, read
         once per commit and checked against its size and checksum, brought up to date with
@@ -632,6 +617,21 @@ class MemoryStore:
         name = tokenindex.file_name(gen)
         tok.write(self.path / name)
         return name
+
+    def attach(self, name: str) -> None:
+        """Record ``name`` (a file the caller keeps in the store directory, e.g. the config it
+        was built with) in the manifest at each commit, so it is verified like the data."""
+        if name not in ATTACHABLE:
+            raise StoreError(f"cannot attach {name!r} to the store {self.path}; attachable: "
+                             f"{', '.join(sorted(ATTACHABLE))}")
+        self._writable()
+        self._attached.add(name)
+        self._dirty = True
+
+    def _write_hnsw(self, name: str) -> None:
+        """Write the HNSW graph of the live clips (rebuilt when many were removed)."""
+        data = self._index.hnsw_graph(self.ids(), self.vectors)
+        atomic_write(self.path / name, lambda fh: fh.write(data))
 
     def _gc(self) -> None:
         """Remove files that neither the current nor the previous manifest names."""

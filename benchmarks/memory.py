@@ -129,7 +129,7 @@ def bench_store(n: int, rng, centres, tmp: Path, nq: int, rows: list, open_rows:
     t_first = time.perf_counter() - t
     truth = exact_topk(x, qs, K)
     p50, p99, res = latency(lambda q: [i for i, _ in store.search(q, K)], qs)
-    kind = store._vindex.kind
+    kind = store.index_kind
     rows.append((f"{n:,}", f"store, {kind}" + (f" (nprobe {store.config.nprobe})"
                                               if kind == "ivf" else ""),
                  p50, p99, recall(res, truth), f"{build:.0f} s"))

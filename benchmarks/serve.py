@@ -41,12 +41,7 @@ def committed(store: Path) -> dict[str, dict[int, tuple[float, float]]]:
     from memory.store import MemoryStore
 
     with MemoryStore.open(store, mode="r") as st:
-        t = st.table()
-        out: dict[str, dict[int, tuple[float, float]]] = {}
-        for i, cid in enumerate(t["id"]):
-            name = str(t["source_names"][t["source"][i]])
-            out.setdefault(name, {})[int(cid)] = (float(t["start"][i]), float(t["end"][i]))
-        return out
+        return st.clip_spans()
 
 
 def pct(a, q) -> float:

@@ -6,20 +6,23 @@ until the store is back at ``consolidate_to`` of its capacity. The newest ``keep
 of each source stays at full detail. A merged clip covers the union of its parts' spans,
 has ``level = max + 1`` and ``merged = sum``; nothing is dropped: every moment that was
 covered stays covered by exactly one clip.
+
+This module is the policy only: functions over clips and a store's clip table; the store
+applies it before a commit (:func:`memory.store.consolidate_store`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from streamvid.config import MemoryConfig
 from streamvid.types import ClipMemory
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .store import MemoryStore
+from .segments import clip_bytes
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +153,6 @@ def _merge_objects(objects):
     return tuple(objects[i] for i in sorted(keep))
 
 
-def _row_bytes(c: ClipMemory, token_bytes: int) -> int:
-    from .store import clip_bytes
-
-    return clip_bytes(c, token_bytes)
-
-
 def plan_consolidation(clips: Sequence[ClipMemory], protected: set[int], need_clips: int,
                        need_bytes: int, token_bytes: int) -> tuple[list[ClipMemory], int]:
     """Merge adjacent unprotected clips until ``need_clips`` fewer clips and ``need_bytes``
@@ -197,8 +194,8 @@ def plan_consolidation(clips: Sequence[ClipMemory], protected: set[int], need_cl
             chosen.append((sid, j))
             a, b = by_source[sid][j][0], by_source[sid][j + 1][0]
             round_clips -= 1
-            round_bytes -= (_row_bytes(a, token_bytes) + _row_bytes(b, token_bytes)
-                            - _row_bytes(a, token_bytes) // 2 - _row_bytes(b, token_bytes) // 2)
+            round_bytes -= (clip_bytes(a, token_bytes) + clip_bytes(b, token_bytes)
+                            - clip_bytes(a, token_bytes) // 2 - clip_bytes(b, token_bytes) // 2)
             if round_clips <= 0 and round_bytes <= 0:
                 break
         for sid in {s for s, _ in chosen}:
@@ -211,8 +208,8 @@ def plan_consolidation(clips: Sequence[ClipMemory], protected: set[int], need_cl
                 if i in jset:
                     a, b = lst[i][0], lst[i + 1][0]
                     merged = merge_clips(a, b)
-                    need_bytes -= _row_bytes(a, token_bytes) + _row_bytes(b, token_bytes) - \
-                        _row_bytes(merged, token_bytes)
+                    need_bytes -= clip_bytes(a, token_bytes) + clip_bytes(b, token_bytes) - \
+                        clip_bytes(merged, token_bytes)
                     need_clips -= 1
                     merges += 1
                     out.append((merged, False))
@@ -225,43 +222,29 @@ def plan_consolidation(clips: Sequence[ClipMemory], protected: set[int], need_cl
     return result, merges
 
 
-def consolidate_store(store: "MemoryStore") -> dict[str, Any]:
-    """Bring ``store`` back under its capacity by consolidating older clips (before a commit).
-
-    Returns counts: ``merges`` (pairwise merges done), ``consolidated`` (stored clips
-    replaced by coarser ones).
-    """
-    cfg = store.config
-    n = len(store)
-    token_bytes = 2 if cfg.token_dtype == "float16" else 4
-    over_clips = cfg.capacity_clips > 0 and n > cfg.capacity_clips
-    est = store.bytes_estimate() if cfg.capacity_bytes > 0 else 0
-    over_bytes = cfg.capacity_bytes > 0 and est > cfg.capacity_bytes
-    stats: dict[str, Any] = {"merges": 0, "consolidated": 0}
+def excess(cfg: MemoryConfig, n_clips: int, n_bytes: int) -> tuple[int, int] | None:
+    """Clips and bytes a store of ``n_clips`` clips and about ``n_bytes`` bytes must shed to
+    be back at ``consolidate_to`` of its capacity; None when it is within its capacity."""
+    over_clips = cfg.capacity_clips > 0 and n_clips > cfg.capacity_clips
+    over_bytes = cfg.capacity_bytes > 0 and n_bytes > cfg.capacity_bytes
     if not (over_clips or over_bytes):
-        return stats
-    need_clips = n - int(cfg.consolidate_to * cfg.capacity_clips) if over_clips else 0
-    need_bytes = est - int(cfg.consolidate_to * cfg.capacity_bytes) if over_bytes else 0
-    t = store.table()
-    # the newest keep_recent share of each source's clips stays at full detail
-    protected_ids: set[int] = set()
+        return None
+    need_clips = n_clips - int(cfg.consolidate_to * cfg.capacity_clips) if over_clips else 0
+    need_bytes = n_bytes - int(cfg.consolidate_to * cfg.capacity_bytes) if over_bytes else 0
+    return need_clips, need_bytes
+
+
+def recent_ids(cfg: MemoryConfig, ids: np.ndarray, source: np.ndarray,
+               end: np.ndarray) -> set[int]:
+    """The ids among ``ids`` (with their ``source`` codes and ``end`` times) of the newest
+    ``keep_recent`` share of each source's clips: they stay at full detail."""
+    n = len(ids)
+    protected: set[int] = set()
     cap = cfg.capacity_clips if cfg.capacity_clips > 0 else n
-    for code in np.unique(t["source"]):
-        mask = t["source"] == code
+    for code in np.unique(source):
+        mask = source == code
         share = int(round(cfg.keep_recent * cap * mask.sum() / max(n, 1)))
         if share > 0:
-            order = np.argsort(-t["end"][mask], kind="stable")[:share]
-            protected_ids.update(t["id"][mask][order].tolist())
-    candidates = [int(i) for i in t["id"] if int(i) not in protected_ids]
-    clips = store.get(candidates)
-    new, merges = plan_consolidation(clips, set(), need_clips, need_bytes, token_bytes)
-    kept_ids = {c.id for c in new if c.id >= 0}
-    gone = sorted({c.id for c in clips} - kept_ids)
-    created = [c for c in new if c.id < 0]   # merged clips get fresh ids from add()
-    store.remove(gone)
-    store.add(created)
-    stats["merges"] = merges
-    stats["consolidated"] = len(gone)
-    log.info("consolidated %d clips into %d coarser ones (%d merges); store now holds %d",
-             len(gone), len(created), merges, len(store))
-    return stats
+            order = np.argsort(-end[mask], kind="stable")[:share]
+            protected.update(ids[mask][order].tolist())
+    return protected

@@ -115,7 +115,7 @@ def test_approximate_indexes_recall_and_persist(tmp_path, spec, kind):
         store.remove(list(range(0, 400)))
         store.commit()
     store = MemoryStore.open(tmp_path / "s", spec, mode="r", config=cfg)
-    assert store._vindex.kind == kind and len(store) == n - 400
+    assert store.index_kind == kind and len(store) == n - 400
     rng = np.random.default_rng(1)
     queries = unit(x[rng.integers(400, n, size=50)] + 0.2 * rng.normal(size=(50, DV)))
     live = x[400:]
@@ -133,10 +133,10 @@ def test_auto_switches_to_ivf_above_threshold(tmp_path, spec):
     with MemoryStore.open(tmp_path / "s", spec, mode="w", config=cfg) as store:
         store.add([make_clip(i, tokens=0) for i in range(400)])
         store.commit()
-        assert store._vindex.kind == "flat"
+        assert store.index_kind == "flat"
         store.add([make_clip(i, tokens=0) for i in range(400, 900)])
         store.commit()
-        assert store._vindex.kind == "ivf" and store.manifest["centroids"]
+        assert store.index_kind == "ivf" and store.manifest["centroids"]
         assert store.search(vec_for(850), 1)[0][0] == 850
 
 
@@ -320,3 +320,14 @@ def test_a_writer_keeps_only_small_rows_of_committed_clips(tmp_path, spec):
         tracemalloc.stop()
     grown = (traced[-1] - traced[1]) / 300
     assert grown < rows < per_clip / 20, (grown, traced)
+
+
+def test_clip_spans_per_source(tmp_path, spec):
+    with MemoryStore.open(tmp_path / "s", spec, mode="w") as store:
+        store.add([make_clip(i) for i in range(3)] + [make_clip(7, source="door")])
+        store.commit()
+        store.add([make_clip(3)])  # pending clips count too
+        spans = store.clip_spans()
+    assert spans == {"cam": {0: (0.0, 4.0), 1: (4.0, 8.0), 2: (8.0, 12.0), 4: (12.0, 16.0)},
+                     "door": {3: (28.0, 32.0)}}
+

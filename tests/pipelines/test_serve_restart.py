@@ -34,12 +34,7 @@ def cameras():
 def committed(store) -> dict[str, dict[int, tuple[float, float]]]:
     """Per source: clip id -> (start, end) of the store's last commit."""
     with MemoryStore.open(store, mode="r") as st:
-        t = st.table()
-        out: dict[str, dict[int, tuple[float, float]]] = {}
-        for i, cid in enumerate(t["id"]):
-            name = str(t["source_names"][t["source"][i]])
-            out.setdefault(name, {})[int(cid)] = (float(t["start"][i]), float(t["end"][i]))
-        return out
+        return st.clip_spans()
 
 
 def streams(srv) -> dict[str, dict]:

@@ -142,6 +142,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     cycle = make_cycle([args.videos / v for v in VIDEOS], args.work / "rss_cycle.mp4")
     extra = [a for s in args.sets for a in ("--set", s)]
+    load_start = os.getloadavg()
     rows = []
     for minutes in args.minutes:
         video = make_haystack(cycle, minutes, args.work / f"rss_{minutes:g}min.mp4")
@@ -155,6 +156,7 @@ def main() -> None:
     load = os.getloadavg()
     result = {
         "machine": f"{platform.machine()} {os.cpu_count()}-core CPU, shared with other jobs",
+        "load_average_start": [round(x, 2) for x in load_start],
         "load_average": [round(x, 2) for x in load],
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "python": platform.python_version(), "overrides": args.sets,
@@ -166,8 +168,9 @@ def main() -> None:
     lines = [
         "# Peak memory of indexing long files (rss)",
         "",
-        f"{result['machine']}; load average {', '.join(map(str, result['load_average']))} "
-        f"(1/5/15 min) at the end; {result['date']}. Command: `python benchmarks/rss.py"
+        f"{result['machine']}; load average {', '.join(map(str, result['load_average_start']))} "
+        f"at the start, {', '.join(map(str, result['load_average']))} (1/5/15 min) at the end; "
+        f"{result['date']}. Command: `python benchmarks/rss.py"
         + "".join(f" --set {s}" for s in args.sets) + "`.",
         "",
         "Each length is one `streamvid index` process on the default lite profile (1 fps "

@@ -62,6 +62,9 @@ _NAMES = {"segment": re.compile(r"seg-\d{8,}(-\d+)?"), "deleted": re.compile(r"d
 ATTACHABLE = frozenset({"config.yaml"})  # files a pipeline keeps beside the store (attach())
 _JPEG_FILES = ("jpeg", "jpeg_off")  # optional: stores written before them have none
 SEG_NAMES = frozenset([f"{k}.npy" for k in _SEG_FILES + _JPEG_FILES] + ["meta.jsonl"])
+# read back memory-mapped, so that a writer or reader holds no clip's tokens or keyframe in
+# memory (only small per-row arrays: ids, times, offsets)
+_MAPPED = frozenset({"vectors", "text_vectors", "tokens", "token_times", "token_positions", "jpeg"})
 _HASH_WHOLE = 1 << 20      # files up to this size are hashed whole
 _HASH_SAMPLES = 16         # larger ones: this many evenly spaced blocks ...
 _HASH_BLOCK = 64 << 10     # ... of this size
@@ -121,7 +124,7 @@ class Segment:
             if key in _JPEG_FILES and f"{key}.npy" not in sizes:
                 continue
             verify_file(p, sizes.get(f"{key}.npy"), hashes.get(f"{key}.npy"))
-            arrays[key] = load_npy(p, mmap=key in ("vectors", "text_vectors", "tokens", "jpeg"))
+            arrays[key] = load_npy(p, mmap=key in _MAPPED)
         self.ids = np.asarray(arrays["ids"], dtype=np.int64)
         self.vectors = arrays["vectors"]
         self.text_vectors = arrays["text_vectors"]

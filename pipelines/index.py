@@ -379,6 +379,7 @@ def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Mode
     from memory.store import MemoryStore, StoreBusyError
     from streamvid.sources import open_source
 
+    _bound_heaps()
     store_dir = Path(store_dir)
     # recorded before anything is written, so a failed run can undo exactly its own work
     before = _entries(store_dir)
@@ -494,6 +495,19 @@ def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Mode
         source.close()
         if store is not None:
             store.close()
+
+
+def _bound_heaps() -> None:
+    """At most two glibc heaps (arenas) for all threads, unless ``MALLOC_ARENA_MAX`` says
+    otherwise: by default each thread that allocates (decoder, encoder and OCR thread pools)
+    may get its own, up to eight per core, each keeping what its threads freed, so over a long
+    run their high-water marks add up. Applies to threads that start allocating after it."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, 2)   # M_ARENA_MAX
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pass
 
 
 def _release_free_heap() -> None:

@@ -294,6 +294,34 @@ def test_reader_sees_only_committed_consistent_data(tmp_path, spec):
     assert seen == sorted(seen) and seen[-1] >= 100
 
 
+def test_a_writer_keeps_only_small_rows_of_committed_clips(tmp_path, spec):
+    """Committing every 50 clips, the writer's memory grows by small rows per clip (ids,
+    times, vectors), never by what a clip carries: tokens, their times and positions and the
+    keyframe JPEG are read back from the files (memory-mapped) — measured with tracemalloc
+    between the second and the last commit."""
+    import gc
+    import tracemalloc
+
+    jpeg = b"\xff\xd8" + bytes(16_000)
+    per_clip = 256 * DV * 2 + 256 * 8 + len(jpeg)       # what one clip carries
+    rows = 4 * (DV + DT) + 256                           # what may stay per clip
+    traced = []
+    tracemalloc.start()
+    try:
+        with MemoryStore.open(tmp_path / "s", spec, mode="a") as store:
+            for k in range(8):
+                store.add([dataclasses.replace(make_clip(i, tokens=256), keyframe_jpeg=jpeg)
+                           for i in range(50 * k, 50 * (k + 1))])
+                store.commit()
+                gc.collect()
+                traced.append(tracemalloc.get_traced_memory()[0])
+            assert len(store) == 400 and store.keyframe(399) == jpeg
+    finally:
+        tracemalloc.stop()
+    grown = (traced[-1] - traced[1]) / 300
+    assert grown < rows < per_clip / 20, (grown, traced)
+
+
 def test_clip_spans_per_source(tmp_path, spec):
     with MemoryStore.open(tmp_path / "s", spec, mode="w") as store:
         store.add([make_clip(i) for i in range(3)] + [make_clip(7, source="door")])
@@ -302,3 +330,4 @@ def test_clip_spans_per_source(tmp_path, spec):
         spans = store.clip_spans()
     assert spans == {"cam": {0: (0.0, 4.0), 1: (4.0, 8.0), 2: (8.0, 12.0), 4: (12.0, 16.0)},
                      "door": {3: (28.0, 32.0)}}
+

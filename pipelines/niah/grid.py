@@ -372,7 +372,8 @@ class NiahConfig:
                    pipeline=pipeline, baseline=None, path=path, general=general)
 
     def to_dict(self) -> dict[str, Any]:
-        extra = {"general": dataclasses.asdict(self.general)} if self.general else {}
+        # as JSON has it (lists), so that a run folder's record compares equal
+        extra = {"general": json.loads(json.dumps(dataclasses.asdict(self.general)))} if self.general else {}
         return {**extra, "name": self.name, "seed": self.seed,
                 "haystack": {**dataclasses.asdict(self.haystack), "videos": list(self.haystack.videos),
                              "size": list(self.haystack.size)},

@@ -15,7 +15,7 @@ from pipelines.index import index_video
 from pipelines.models import Models
 from pipelines.niah.haystack import NeedleSpec, build_haystack
 from streamvid.config import Config
-from streamvid.encoders.query import QueryEncoder
+from streamvid.encoders.query import VIEW_SHADES, VIEW_SPANS, VIEW_TOKENS, QueryEncoder
 from streamvid.types import Question
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -53,12 +53,18 @@ def test_needle_of_any_size_and_place_is_found_first(asker, label):
     assert top.start < needle.end and top.end > needle.start, (label, top, needle)
 
 
-def test_views_span_the_token_grid_from_a_token_to_the_frame(asker):
+def test_views_are_sized_on_the_token_grid(asker):
     _, a = asker
-    qe = QueryEncoder(a.retriever.vision_encoder)
-    qv = qe.views(load_image(DATA / "coffee.png"))
-    rows = qv.grid[0]
-    extents = sorted({int(v.rows.max() - v.rows.min()) + 1 for v in qv.views})
-    assert extents[0] <= 2 and extents[-1] >= rows - 1, (extents, qv.grid)
-    assert all(abs(float(v.weights.sum()) - 1) < 1e-5 for v in qv.views)
+    qv = QueryEncoder(a.retriever.vision_encoder).views(load_image(DATA / "coffee.png"))
+    assert len(qv.views) == len(VIEW_SPANS) * len(VIEW_SHADES)
+    for v in qv.views:
+        assert 0 < len(v.tokens) <= VIEW_TOKENS
+        assert abs(float(v.weights.sum()) - 1) < 1e-5
     assert np.allclose(np.linalg.norm(qv.pooled), 1, atol=1e-5)
+
+    def extent(v):   # cells covered by the view's tokens
+        return (int(np.ptp(v.rows)) + 1) * (int(np.ptp(v.cols)) + 1)
+
+    n = len(VIEW_SHADES)
+    smallest, largest = qv.views[:n], qv.views[-n:]   # in the order of VIEW_SPANS
+    assert min(extent(v) for v in largest) > max(extent(v) for v in smallest)

@@ -6,8 +6,10 @@ surroundings, at the scale it has in the frame; the query picture encoded on its
 looks like that. So the query is pasted into plain frames, at sizes that span the token
 grid (from half a token to nearly the whole frame: a thing may be far away or fill the
 view), on a few plain shades (a cut-out lets the shade show through, as a scene would), and
-each of these *views* keeps the tokens that changed against the plain frame, with their
-layout. Retrieval then scores how
+each of these *views* keeps, with their layout, the tokens under the picture that changed
+against the plain frame. Only those under it: a token's receptive field reaches far beyond
+its cell, so on a plain frame even a picture half a token wide changes a 5x5 block, but in
+a scene those neighbours are ruled by the scene, not by the picture. Retrieval then scores how
 well a frame shows one view, laid out as in the view (``memory.retrieval``); this module only
 prepares the views and knows nothing of stores.
 """
@@ -32,8 +34,8 @@ MIN_QUERY_STD = 2.0             # ... and an opaque one this plain (std of its p
 VIEW_FRAME = (360, 640)               # the plain frame views are pasted into (rows, columns)
 VIEW_SPANS = (0.5, 1, 2, 3.5, 5.5, 8)  # sizes of the views: tokens of the grid the query spans
 VIEW_SHADES = (128, 16, 240)          # grey levels of the plain frames (first: the query alone)
-VIEW_CHANGE = 0.3                     # a view keeps tokens changed this much (of the most) ...
-VIEW_TOKENS = 24                      # ... at most this many, the most changed
+VIEW_CHANGE = 0.3                     # a view keeps the tokens under the picture changed this much
+VIEW_TOKENS = 24                      # (of the most) ... at most this many, the most changed
 
 
 def load_image(path: str | Path) -> np.ndarray:
@@ -150,8 +152,10 @@ class QueryEncoder:
 
         The view sizes are set on the encoder's token grid: in view ``k`` the query's longer
         side spans ``VIEW_SPANS[k]`` tokens (never more than the frame). Each view keeps the
-        tokens that changed against its plain frame (at least ``VIEW_CHANGE`` of the most
-        changed one, at most ``VIEW_TOKENS``), weighted by how much.
+        tokens whose cells the picture's opaque pixels cover and that changed against the
+        plain frame (at least ``VIEW_CHANGE`` of the most changed of them, at most
+        ``VIEW_TOKENS``), weighted by how much. The cells are placed as an encoder that
+        letterboxes the frame into its grid places them.
         """
         import cv2
 
@@ -164,7 +168,7 @@ class QueryEncoder:
             plain = enc.encode(blanks)
             self._blank_tokens, self._grid = plain.tokens, (int(plain.grid[0]), int(plain.grid[1]))
         gh, gw = self._grid
-        canvases, base_of = [], []
+        canvases, base_of, under = [], [], []
         for span in VIEW_SPANS:
             # the scale at which the query's longer side spans `span` tokens
             s = min(span / max(ih / h * gh, iw / w * gw), h / ih, w / iw)
@@ -173,16 +177,19 @@ class QueryEncoder:
             small = cv2.resize(rgb, (nw, nh), interpolation=interp).astype(np.float32)
             a = cv2.resize(alpha, (nw, nh), interpolation=interp)[..., None]
             y0, x0 = (h - nh) // 2, (w - nw) // 2
+            cells = _cells_under(a[..., 0] >= 0.5, y0, x0, (h, w), (gh, gw))
             for b, blank in enumerate(blanks):
                 c = blank.copy()
                 region = c[y0:y0 + nh, x0:x0 + nw].astype(np.float32)
                 c[y0:y0 + nh, x0:x0 + nw] = np.clip(small * a + region * (1 - a) + 0.5, 0, 255)
                 canvases.append(c)
                 base_of.append(b)
+                under.append(cells)
         out = enc.encode([composite(rgb, alpha, VIEW_SHADES[0]), *canvases])
         views: list[QueryView] = []
-        for toks, b in zip(out.tokens[1:], base_of):
+        for toks, b, cells in zip(out.tokens[1:], base_of, under):
             change = np.linalg.norm(toks - self._blank_tokens[b], axis=1)
+            change[~cells] = 0.0
             if change.max() <= 0:
                 continue
             keep = np.nonzero(change >= VIEW_CHANGE * change.max())[0]
@@ -195,3 +202,19 @@ class QueryEncoder:
                                    mean=unit((toks[keep] * wts[:, None]).sum(axis=0))))
         return QueryViews(pooled=unit(out.pooled[0]), views=tuple(views),
                           grid=(int(out.grid[0]), int(out.grid[1])))
+
+
+def _cells_under(mask: np.ndarray, y0: int, x0: int, frame: tuple[int, int],
+                 grid: tuple[int, int]) -> np.ndarray:
+    """``[rows * cols]`` bool: the token cells a pasted picture's pixels (``mask`` at
+    ``(y0, x0)`` in a ``frame``-sized image) fall in, for an encoder that scales the frame
+    into its ``grid`` keeping the aspect and centres it."""
+    (h, w), (gh, gw) = frame, grid
+    s = min(gh / h, gw / w)                       # cells per pixel
+    top, left = (gh - h * s) / 2, (gw - w * s) / 2
+    ys, xs = np.nonzero(mask)
+    out = np.zeros(gh * gw, bool)
+    r = np.clip(np.floor(top + (ys + y0 + 0.5) * s).astype(np.int64), 0, gh - 1)
+    c = np.clip(np.floor(left + (xs + x0 + 0.5) * s).astype(np.int64), 0, gw - 1)
+    out[r * gw + c] = True
+    return out

@@ -1,5 +1,5 @@
 """Pictures of the image questions a NIAH run missed: the query, the frame with the needle and
-the frame retrieval put first, side by side (one PNG per miss), to see what fails.
+the frame retrieval put first, side by side (one JPEG per miss), to see what fails.
 
     python benchmarks/niah_failures.py --config configs/niah-general.yaml --run runs/niah-general \
         --out benchmarks/results/niah-general/failures [--limit 12]
@@ -73,8 +73,8 @@ def main() -> None:
         h = needle.shape[0]
         gap = np.full((h, 8, 3), 255, np.uint8)
         row = np.concatenate([_tile(load_image(q.image), h), gap, needle, gap, top], axis=1)
-        name = f"{r['id']}.png"
-        Image.fromarray(row).save(out / name)
+        name = f"{r['id']}.jpg"
+        Image.fromarray(row).save(out / name, quality=80)
         lines.append({"id": r["id"], "file": name, **{k: r.get(k) for k in
                       ("footage", "height", "position", "picture", "truth", "evidence")}})
     (out / "failures.json").write_text(json.dumps(lines, indent=1) + "\n")

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from streamvid.config import RetrievalConfig
+from streamvid.encoders.query import QueryEncoder, QueryView as _View, unit as _unit
 from streamvid.errors import QueryError, StoreError
 from streamvid.question import SPEECH_WORDS, frame_match
 from streamvid.types import ClipMemory, Context, ContextItem, Question, TextEncoder, VisionEncoder
@@ -27,45 +28,10 @@ OBJECT_WEIGHT = 0.5    # questions naming objects: weight of the detections (the
 SUMMARY_CLIPS = 16     # summary questions: clips spread over the span asked about
 SUMMARY_AROUND = 5.0   # summary questions at a time: seconds around it
 SPEECH_LEXICAL = 0.75  # lexical weight for questions about what was said
-VIEW_FRAME = (360, 640)               # image queries: the plain frame views are pasted into
-VIEW_AREAS = (0.03, 0.06, 0.1, 0.16)  # image queries: fractions of that frame per view
-VIEW_SHADES = (128, 16, 240)          # image queries: grey levels of the plain frames (first: the query alone)
-VIEW_CHANGE = 0.3                     # image queries: a view keeps tokens changed this much (of the most)
 VIEW_REACH = 1                        # image queries: cells a view token may move to find its match
+VIEW_INSIDE = 0.5                     # image queries: least weight of a view inside the frame
 VIEW_CHUNK = 1 << 23                  # image queries: similarity cells scored at a time
 IMAGE_BATCH = 256                     # image queries: clips read from the store at a time
-
-
-def _split_alpha(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``[H, W, 3]`` RGB and ``[H, W]`` float opacity in 0..1 of an RGB or RGBA image."""
-    image = np.ascontiguousarray(image)
-    if image.shape[2] == 4:
-        return np.ascontiguousarray(image[..., :3]), image[..., 3].astype(np.float32) / 255.0
-    return image, np.ones(image.shape[:2], np.float32)
-
-
-def _composite(rgb: np.ndarray, alpha: np.ndarray, shade: int) -> np.ndarray:
-    a = alpha[..., None]
-    return np.clip(rgb.astype(np.float32) * a + shade * (1 - a) + 0.5, 0, 255).astype(np.uint8)
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    v = np.asarray(v, np.float32)
-    n = np.linalg.norm(v, axis=-1, keepdims=True)
-    return v / np.maximum(n, 1e-8)
-
-
-@dataclass
-class _View:
-    """An image query seen in context: its changed tokens ``[m, D]`` (unit), their weights
-    (summing to 1), their grid offsets ``[m]`` from the weighted centre, and their weighted
-    mean (unit), used to find candidates."""
-
-    tokens: np.ndarray
-    weights: np.ndarray
-    rows: np.ndarray
-    cols: np.ndarray
-    mean: np.ndarray
 
 
 def _shift_max(g: np.ndarray, reach: int) -> np.ndarray:
@@ -92,9 +58,12 @@ def _view_scores(clips: list[ClipMemory], views: list[_View], grid: tuple[int, i
     For every frame of a clip (its tokens sharing a time), each view token is compared with
     the frame's tokens around where it would fall if the view's centre sat at a given cell
     (within ``VIEW_REACH`` cells: a needle is never aligned with the token grid as in the
-    view, nor exactly at its size); the weighted matches are summed, and a frame scores its
-    best cell under its best view, a clip its best frame. Tokens the pruner dropped match
-    nothing. NaN for a clip that kept no tokens (or whose positions are not on ``grid``).
+    view, nor exactly at its size); the weighted matches are averaged over the view tokens
+    that fall inside the frame (a thing in a corner, or partly out of the picture, shows only
+    that part; at least ``VIEW_INSIDE`` of the view's weight must be inside), and a frame
+    scores its best cell under its best view, a clip its best frame. Tokens the pruner
+    dropped match nothing. NaN for a clip that kept no tokens (or whose positions are not on
+    ``grid``).
     """
     gh, gw = grid
     out = np.full(len(clips), np.nan)
@@ -122,6 +91,14 @@ def _view_scores(clips: list[ClipMemory], views: list[_View], grid: tuple[int, i
     dr = np.concatenate([v.rows for v in views])
     dc = np.concatenate([v.cols for v in views])
     owner = np.repeat(np.arange(len(views)), [len(v.tokens) for v in views])
+    # the weight of each view inside the frame with its centre at each cell
+    inside = np.zeros((len(views), gh, gw), np.float32)
+    for j in range(len(q)):
+        r0, r1 = max(0, -dr[j]), min(gh, gh - dr[j])
+        c0, c1 = max(0, -dc[j]), min(gw, gw - dc[j])
+        if r0 < r1 and c0 < c1:
+            inside[owner[j], r0:r1, c0:c1] += wq[j]
+    scale = np.where(inside >= VIEW_INSIDE, 1.0 / np.maximum(inside, 1e-6), 0.0).astype(np.float32)
     n_frames = len(frame_clip)
     frame_best = np.empty(n_frames, np.float32)
     step = max(1, VIEW_CHUNK // (gh * gw * len(q)))
@@ -139,6 +116,7 @@ def _view_scores(clips: list[ClipMemory], views: list[_View], grid: tuple[int, i
             c0, c1 = max(0, -dc[j]), min(gw, gw - dc[j])
             if r0 < r1 and c0 < c1:
                 acc[:, owner[j], r0:r1, c0:c1] += wq[j] * g[j, :, r0 + dr[j]:r1 + dr[j], c0 + dc[j]:c1 + dc[j]]
+        acc *= scale
         frame_best[f0:f0 + nf] = acc.reshape(nf, -1).max(axis=1)
     res = np.full(len(clips), -np.inf)
     np.maximum.at(res, np.asarray(frame_clip), frame_best)
@@ -187,7 +165,7 @@ class Retriever:
         self._objects: dict[int, tuple] = {}   # clip id -> its FrameObjects (detections)
         self._base_key: tuple[Any, ...] | None = None
         self._base: dict[str, _Baseline] = {}
-        self._blank_tokens: np.ndarray | None = None
+        self._query = QueryEncoder(vision_encoder) if vision_encoder is not None else None
 
     # ------------------------------------------------------------------ indexes kept here
     def _sync_lexical(self) -> None:
@@ -360,56 +338,6 @@ class Retriever:
             best = max(best, float(s[0]))
         return best
 
-    def _query_views(self, image: np.ndarray) -> tuple[np.ndarray, list[_View], tuple[int, int]]:
-        """The query image's pooled vector ``[D]``, its in-context views and the token grid.
-
-        An object looked for in video is usually small in the frame, and a token of a frame
-        sees it together with its surroundings at that scale, which the query image encoded
-        on its own never resembles. So the query is also pasted, at a few sizes, into the
-        middle of plain frames (one per shade in ``VIEW_SHADES``; a transparent query lets
-        the shade show through, as the scene would) and encoded there. Each view keeps the
-        tokens that changed against the plain frame (at least ``VIEW_CHANGE`` of the most
-        changed one), weighted by how much. Nothing here depends on the encoder's geometry.
-        """
-        import cv2
-
-        enc = self.vision_encoder
-        h, w = VIEW_FRAME
-        rgb, alpha = _split_alpha(image)
-        ih, iw = rgb.shape[:2]
-        blanks = [np.full((h, w, 3), v, np.uint8) for v in VIEW_SHADES]
-        canvases, base_of = [], []
-        for area in VIEW_AREAS:
-            s = float(np.sqrt(area * h * w / (ih * iw)))
-            nh, nw = max(2, min(h, int(round(ih * s)))), max(2, min(w, int(round(iw * s))))
-            interp = cv2.INTER_AREA if nh < ih else cv2.INTER_LINEAR
-            small = cv2.resize(rgb, (nw, nh), interpolation=interp).astype(np.float32)
-            a = cv2.resize(alpha, (nw, nh), interpolation=interp)[..., None]
-            y0, x0 = (h - nh) // 2, (w - nw) // 2
-            for b, blank in enumerate(blanks):
-                c = blank.copy()
-                region = c[y0:y0 + nh, x0:x0 + nw].astype(np.float32)
-                c[y0:y0 + nh, x0:x0 + nw] = np.clip(small * a + region * (1 - a) + 0.5, 0, 255)
-                canvases.append(c)
-                base_of.append(b)
-        if self._blank_tokens is None:   # the plain frames encode the same every time
-            self._blank_tokens = enc.encode(blanks).tokens
-        out = enc.encode([_composite(rgb, alpha, VIEW_SHADES[0]), *canvases])
-        qp = _unit(out.pooled[0])
-        views: list[_View] = []
-        for toks, b in zip(out.tokens[1:], base_of):
-            change = np.linalg.norm(toks - self._blank_tokens[b], axis=1)
-            if change.max() <= 0:
-                continue
-            keep = np.nonzero(change >= VIEW_CHANGE * change.max())[0]
-            wts = change[keep] / change[keep].sum()
-            r, c = keep // out.grid[1], keep % out.grid[1]
-            views.append(_View(tokens=_unit(toks[keep]), weights=wts,
-                               rows=r - int(round(float((r * wts).sum()))),
-                               cols=c - int(round(float((c * wts).sum()))),
-                               mean=_unit((toks[keep] * wts[:, None]).sum(axis=0))))
-        return qp, views, (int(out.grid[0]), int(out.grid[1]))
-
     def _image_candidates(self, qp: np.ndarray, views: list[_View], source: str | None,
                           table) -> list[int]:
         """Every clip (of ``source``) while the store is small enough to score them all (or
@@ -439,7 +367,8 @@ class Retriever:
         if self.vision_encoder is None:
             raise QueryError("an image question needs the vision encoder the store was built "
                              "with; fix: create the Retriever with vision_encoder=")
-        qp, views, grid = self._query_views(image)
+        qv = self._query.views(image)
+        qp, views, grid = qv.pooled, list(qv.views), qv.grid
         cand = self._image_candidates(qp, views, source, table)
         if not cand:
             return {}, qp

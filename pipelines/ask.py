@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from streamvid.config import AnswerConfig, Config
-from streamvid.errors import ModelError, QueryError, StoreError, StreamvidError
+# image queries are read and checked beside the encoders; the names stay importable from here
+from streamvid.encoders.query import (MAX_QUERY_PIXELS, MIN_QUERY_SIDE, MIN_QUERY_STD,  # noqa: F401
+                                      load_image)
+from streamvid.errors import ModelError, StoreError, StreamvidError
 from streamvid.io import file_digest
 from streamvid.types import Answer, Context, Question
 
@@ -20,66 +21,6 @@ from .answerers import create_answerer
 from .models import INDEX_SECTIONS, Models
 
 log = logging.getLogger(__name__)
-
-MAX_QUERY_PIXELS = 50_000_000   # a query picture larger than this is refused before decoding
-MIN_QUERY_SIDE = 16             # ... one smaller than this on a side has nothing to match
-MIN_QUERY_STD = 2.0             # ... and an opaque one this plain (std of its pixels, 0-255) too
-
-
-def load_image(path: str | Path) -> np.ndarray:
-    """An image file as upright uint8 ``[H, W, 3]`` RGB, or ``[H, W, 4]`` RGBA when it has
-    transparent pixels (a cut-out: retrieval looks for the opaque part only).
-
-    Pictures over :data:`MAX_QUERY_PIXELS` are refused before they are decoded; pictures too
-    small or too plain to match anything (one flat colour) are refused with a message that
-    says so, rather than answered with a meaningless moment.
-    """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    p = Path(path)
-    if not p.is_file():
-        raise QueryError(f"image query {p} does not exist; fix: pass the path of a PNG or JPEG file")
-    try:
-        with Image.open(p) as im:
-            w, h = im.size
-            if w * h > MAX_QUERY_PIXELS:
-                raise QueryError(f"image query {p} is {w}x{h} pixels, more than the "
-                                 f"{MAX_QUERY_PIXELS // 1_000_000} megapixels a query picture "
-                                 "may have; fix: shrink it (a query needs no more than ~1000 "
-                                 "pixels a side)")
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("RGBA", "LA", "P"):
-                rgba = np.asarray(im.convert("RGBA"), dtype=np.uint8)
-                img = rgba if (rgba[..., 3] < 255).any() else rgba[..., :3]
-            else:
-                img = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except Image.DecompressionBombError as err:
-        raise QueryError(f"image query {p} is too large to open safely ({err}); fix: shrink "
-                         "it") from err
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise QueryError(f"image query {p} cannot be read as an image ({err.__class__.__name__}); "
-                         f"fix: pass a PNG or JPEG file") from err
-    _check_matchable(img, p)
-    return np.ascontiguousarray(img)
-
-
-def _check_matchable(img: np.ndarray, p: Path) -> None:
-    """Refuse a picture too small or too plain for a visual match to mean anything."""
-    h, w = img.shape[:2]
-    if min(h, w) < MIN_QUERY_SIDE:
-        raise QueryError(f"image query {p} is {w}x{h} pixels, too small to match anything; "
-                         f"fix: pass a picture at least {MIN_QUERY_SIDE} pixels on each side")
-    rgb = img[..., :3]
-    if img.shape[-1] == 4:
-        opaque = img[..., 3] >= 128
-        if opaque.sum() < MIN_QUERY_SIDE * MIN_QUERY_SIDE:
-            raise QueryError(f"image query {p} is almost entirely transparent, nothing to match; "
-                             "fix: pass a picture of the thing to find")
-        if not opaque.all():
-            return  # a cut-out: its outline is what is looked for, even in one flat colour
-    if float(rgb.reshape(-1, 3).astype(np.float32).std(axis=0).max()) < MIN_QUERY_STD:
-        raise QueryError(f"image query {p} is one flat colour, too plain to match anything; "
-                         "fix: pass a picture of the thing to find")
 
 
 def require_local_models(config: Config, store_dir: Path) -> None:

@@ -23,7 +23,20 @@ Comparisons (cache on/off, keep ratios, token budgets) are configs that differ o
 query-time sections (retrieval, answer) differ.
 
 Relative paths are read from the config file's folder. Lengths are seconds or strings such
-as ``90s``, ``5m``, ``1h30m``.
+as ``90s``, ``5m``, ``1h30m``. A video may also be an FFmpeg filter graph, ``lavfi:<graph>``
+(e.g. ``lavfi:testsrc2=size=640x360:rate=2``): generated footage.
+
+A ``general`` section turns the grid into a generalisation grid (see :mod:`.general`): it
+varies what the grid above keeps fixed (needle size, position, opaque or cut-out, drawings
+or photos, the footage) and asks image questions; ``grid`` is then left out::
+
+    general:
+      footage: {testsrc2: [lavfi:testsrc2=size=640x360:rate=2], handheld: [cup.mp4, box.mp4]}
+      heights: [0.03, 0.08, 0.15, 0.3, 0.45, 0.6]     # needle height / frame height
+      positions: [centre, top-left, ..., out-left]    # see general.POSITIONS
+      pictures: [drawn-cutout, drawn-opaque, photo-opaque, photo-cutout]
+      photos: [astronaut, coffee, rocket, chelsea]    # scikit-image sample photos
+      repeats: 2                                      # each (height, position) this often
 
 Planning shares work: for each haystack length, the needles of all depths (one image needle
 per depth, one text sign per depth, and the multi-hop sets) go into as few videos as
@@ -48,7 +61,7 @@ import numpy as np
 from streamvid.config import Config
 from streamvid.errors import ConfigError
 
-from .haystack import NeedleSpec
+from .haystack import LAVFI, NeedleSpec, is_generated
 from .needles import NeedleEntry, choose_needles, load_needle_set
 
 QUESTION_TYPES = ("image", "when", "text", "choice", "multihop", "speech", "speech_when")
@@ -121,11 +134,7 @@ class HaystackSection:
             vids = [vids]
         if not vids or not isinstance(vids, (list, tuple)):
             raise ConfigError(f"{where}.videos: expected a list of video files, got {vids!r}")
-        videos = tuple(str(_resolve(v, base)) for v in vids)
-        for v in videos:
-            if not Path(v).is_file():
-                raise ConfigError(f"{where}.videos: {v} does not exist; fix: list existing video files "
-                                  "(relative paths are read from the config file's folder)")
+        videos = tuple(_video(v, f"{where}.videos", base) for v in vids)
         fps = float(d.get("fps", 2.0))
         if not 0 < fps <= 30:
             raise ConfigError(f"{where}.fps: expected in (0, 30], got {fps}")
@@ -207,6 +216,68 @@ class QuestionSection:
         return cls(types, top_k, float(tol))
 
 
+POSITIONS: dict[str, tuple[float, float, float]] = {
+    # name: (x, y) of the needle's centre as fractions of the frame (0/1: on that edge), and
+    # the fraction of its width/height left in view ("out-": partly outside the frame)
+    "centre": (0.5, 0.5, 1.0),
+    "top-left": (0.0, 0.0, 1.0), "top-right": (1.0, 0.0, 1.0),
+    "bottom-left": (0.0, 1.0, 1.0), "bottom-right": (1.0, 1.0, 1.0),
+    "top": (0.5, 0.0, 1.0), "bottom": (0.5, 1.0, 1.0), "left": (0.0, 0.5, 1.0), "right": (1.0, 0.5, 1.0),
+    "out-left": (0.0, 0.5, 0.6), "out-right": (1.0, 0.5, 0.6),
+    "out-top": (0.5, 0.0, 0.6), "out-bottom": (0.5, 1.0, 0.6),
+}
+PICTURES = ("drawn-cutout", "drawn-opaque", "photo-opaque", "photo-cutout")
+PHOTOS = ("astronaut", "coffee", "rocket", "chelsea")   # scikit-image sample photos (skimage.data)
+
+
+@dataclass(frozen=True)
+class GeneralSection:
+    """The generalisation grid: footage by name, needle heights, positions, pictures, photos."""
+
+    footage: tuple[tuple[str, tuple[str, ...]], ...]
+    heights: tuple[float, ...] = (0.03, 0.08, 0.15, 0.3, 0.45, 0.6)
+    positions: tuple[str, ...] = tuple(POSITIONS)
+    pictures: tuple[str, ...] = PICTURES
+    photos: tuple[str, ...] = PHOTOS
+    repeats: int = 2
+
+    @classmethod
+    def from_mapping(cls, d: dict, where: str, base: Path) -> "GeneralSection":
+        foot = d.get("footage")
+        if not isinstance(foot, Mapping) or not foot:
+            raise ConfigError(f"{where}.footage: expected a mapping of name: [videos], got {foot!r}")
+        footage = []
+        for name, vids in foot.items():
+            if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+                raise ConfigError(f"{where}.footage: expected names of letters, digits, '.', '_' or '-', "
+                                  f"got {name!r}")
+            vids = [vids] if isinstance(vids, str) else vids
+            if not vids or not isinstance(vids, (list, tuple)):
+                raise ConfigError(f"{where}.footage.{name}: expected a list of videos, got {vids!r}")
+            footage.append((name, tuple(_video(v, f"{where}.footage.{name}", base.resolve())
+                                        for v in vids)))
+        heights = d.get("heights", list(cls.heights))
+        if (not isinstance(heights, (list, tuple)) or not heights or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x <= 1 for x in heights)):
+            raise ConfigError(f"{where}.heights: expected fractions of the frame height in (0, 1], "
+                              f"got {heights!r}")
+        choices = (("positions", tuple(POSITIONS)), ("pictures", PICTURES), ("photos", PHOTOS))
+        picked = {}
+        for key, allowed in choices:
+            vals = d.get(key, list(getattr(cls, key)))
+            if (not isinstance(vals, (list, tuple)) or not vals or any(v not in allowed for v in vals)
+                    or len(set(vals)) != len(vals)):
+                raise ConfigError(f"{where}.{key}: expected distinct names from {list(allowed)}, got {vals!r}")
+            picked[key] = tuple(vals)
+        repeats = d.get("repeats", cls.repeats)
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= 20:
+            raise ConfigError(f"{where}.repeats: expected an integer in [1, 20], got {repeats!r}")
+        bad = sorted(set(d) - {"footage", "heights", "repeats", *picked})
+        if bad:
+            raise ConfigError(f"{where}: unknown key(s) {bad}")
+        return cls(tuple(footage), tuple(float(h) for h in heights), repeats=repeats, **picked)
+
+
 @dataclass(frozen=True)
 class NiahConfig:
     """A whole NIAH run: the grid, the needles, the haystack footage and the pipeline config."""
@@ -220,6 +291,7 @@ class NiahConfig:
     seed: int = 0
     baseline: Mapping[str, Any] | None = None
     path: str = ""
+    general: GeneralSection | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> "NiahConfig":
@@ -240,7 +312,7 @@ class NiahConfig:
         if not isinstance(data, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
         known = {"name", "seed", "haystack", "needles", "grid", "questions", "baseline", "pipeline",
-                 "pipeline_overrides"}
+                 "pipeline_overrides", "general"}
         bad = sorted(set(data) - known)
         if bad:
             raise ConfigError(f"{where}: unknown key(s) {bad}; known: {sorted(known)}")
@@ -277,6 +349,19 @@ class NiahConfig:
                                   f"got {baseline!r}")
             raise ConfigError(f"{where}.baseline: the {baseline['kind']} baseline is not implemented yet; "
                               "fix: remove the baseline key")
+        general = None
+        data = dict(data)
+        if data.get("general") is not None:
+            general = _section(data["general"], GeneralSection, f"{where}: general", base)
+            if "grid" in data:
+                raise ConfigError(f"{where}: a generalisation grid (general) has no grid section; "
+                                  "fix: remove grid")
+            hay = data.get("haystack") or {}
+            if not isinstance(hay, Mapping) or "videos" in hay:
+                raise ConfigError(f"{where}: haystack.videos is general.footage in a generalisation "
+                                  "grid; fix: list the videos under general.footage")
+            data["haystack"] = {**hay, "videos": [v for _, vids in general.footage for v in vids]}
+            data["grid"] = {"lengths": [general_length(general, data.get("needles") or {})]}
         if "haystack" not in data or "needles" not in data or "grid" not in data:
             raise ConfigError(f"{where}: expected the sections haystack, needles and grid")
         return cls(name=name, seed=seed,
@@ -284,10 +369,12 @@ class NiahConfig:
                    needles=_section(data["needles"], NeedleSection, f"{where}: needles", base),
                    grid=_section(data["grid"], GridSection, f"{where}: grid", base),
                    questions=_section(data.get("questions"), QuestionSection, f"{where}: questions", base),
-                   pipeline=pipeline, baseline=None, path=path)
+                   pipeline=pipeline, baseline=None, path=path, general=general)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "seed": self.seed,
+        # as JSON has it (lists), so that a run folder's record compares equal
+        extra = {"general": json.loads(json.dumps(dataclasses.asdict(self.general)))} if self.general else {}
+        return {**extra, "name": self.name, "seed": self.seed,
                 "haystack": {**dataclasses.asdict(self.haystack), "videos": list(self.haystack.videos),
                              "size": list(self.haystack.size)},
                 "needles": dataclasses.asdict(self.needles),
@@ -304,6 +391,20 @@ class NiahConfig:
             raise ConfigError(f"{self.name}: no grid length is <= {max_length:g} s; "
                               f"the grid has {list(self.grid.lengths)}")
         return dataclasses.replace(self, grid=dataclasses.replace(self.grid, lengths=lengths))
+
+
+def _video(v: Any, where: str, base: Path) -> str:
+    """A haystack video: an existing file (relative to ``base``) or a ``lavfi:`` graph."""
+    if isinstance(v, str) and is_generated(v):
+        if len(v) <= len(LAVFI):
+            raise ConfigError(f"{where}: {v!r} names no filter graph; fix: e.g. "
+                              "lavfi:testsrc2=size=640x360:rate=2")
+        return v
+    p = str(_resolve(v, base))
+    if not Path(p).is_file():
+        raise ConfigError(f"{where}: {p} does not exist; fix: list existing video files "
+                          "(relative paths are read from the config file's folder)")
+    return p
 
 
 def _resolve(p: Any, base: Path) -> Path:
@@ -330,10 +431,14 @@ class PlannedNeedle:
     value: str = ""              # text needles: the answer (what follows "is")
     subject: str = ""            # text needles: what the question asks for
     category: str = ""
+    height: float | None = None  # generalisation grid: fraction of the frame height ...
+    position: tuple[float, float] | None = None   # ... centre (fractions of the frame) ...
+    visible: float = 1.0         # ... and the fraction left in view (see NeedleSpec)
 
     def spec(self, duration: float, area: float) -> NeedleSpec:
         return NeedleSpec(kind=self.kind, label=self.label, image=self.image, text=self.text,
-                          start=self.start, duration=duration, area=area)
+                          start=self.start, duration=duration, area=area, position=self.position,
+                          height=self.height, visible=self.visible)
 
 
 @dataclass(frozen=True)
@@ -350,11 +455,16 @@ class PlannedQuestion:
     options: tuple[str, ...] = ()
     expected: str = ""           # text: the value; choice/multihop order: the option letter
     category: str = ""
+    variant: tuple[tuple[str, str], ...] = ()   # generalisation grid: (factor, level) pairs
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["needles"] = list(self.needles)
         d["options"] = list(self.options)
+        if self.variant:
+            d["variant"] = dict(self.variant)
+        else:
+            del d["variant"]
         return d
 
 
@@ -367,10 +477,12 @@ class HaystackPlan:
     seed: int
     needles: list[PlannedNeedle] = field(default_factory=list)
     questions: list[PlannedQuestion] = field(default_factory=list)
+    videos: tuple[str, ...] = ()   # its own footage (generalisation grid); else the config's
+    label: str = ""                # its name when set (generalisation grid: the footage's)
 
     @property
     def name(self) -> str:
-        return f"L{self.length:g}-g{self.group}"
+        return self.label or f"L{self.length:g}-g{self.group}"
 
 
 def _article(label: str) -> str:
@@ -399,6 +511,10 @@ def options_text(question: str, options: Sequence[str]) -> str:
 
 def plan(cfg: NiahConfig) -> list[HaystackPlan]:
     """Expand a config into haystack videos with placed needles and their questions."""
+    if cfg.general is not None:
+        from .general import plan_general
+
+        return plan_general(cfg)
     entries = load_needle_set(cfg.needles.dir)
     ns = cfg.needles
     types = set(cfg.questions.types)
@@ -589,6 +705,24 @@ def _time_distractors(start: float, length: float, duration: float, rng: np.rand
 
 def plan_fingerprint(plans: Sequence[HaystackPlan]) -> str:
     """A short hash of the questions planned (to refuse resuming a run with another plan)."""
-    payload = [[dataclasses.asdict(n) for n in hp.needles] + [q.to_json() for q in hp.questions]
+    payload = [[_needle_json(n) for n in hp.needles] + [q.to_json() for q in hp.questions]
                for hp in plans]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _needle_json(n: PlannedNeedle) -> dict[str, Any]:
+    """A planned needle as plain data; fields added later are left out at their defaults."""
+    d = dataclasses.asdict(n)
+    for key, default in (("height", None), ("position", None), ("visible", 1.0)):
+        if d[key] == default:
+            del d[key]
+    return d
+
+
+def general_length(general: GeneralSection, needles: Mapping[str, Any]) -> float:
+    """The length of each haystack of a generalisation grid: its share of the needles, each
+    on screen ``needles.duration`` seconds with ``needles.min_gap`` seconds around it."""
+    per = -(-general.repeats * len(general.heights) * len(general.positions) // len(general.footage))
+    dur = float(needles.get("duration", NeedleSection.duration))
+    gap = float(needles.get("min_gap", NeedleSection.min_gap))
+    return per * (dur + gap) + gap

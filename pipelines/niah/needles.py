@@ -207,8 +207,32 @@ def scale_to_area(rgba: np.ndarray, area: float, frame_size: tuple[int, int]) ->
     return np.asarray(im, dtype=np.uint8).copy()
 
 
+def scale_to_height(rgba: np.ndarray, height: float, frame_size: tuple[int, int]) -> np.ndarray:
+    """Resize a sprite, keeping its aspect, to ``height`` of a ``(width, height)`` frame's height.
+
+    The sprite is at most as wide as the frame and at least 4 pixels on each side.
+    """
+    from PIL import Image
+
+    fw, fh = frame_size
+    h, w = rgba.shape[:2]
+    s = min(height * fh / h, fw / w)
+    nw, nh = max(4, int(round(w * s))), max(4, int(round(h * s)))
+    if (nw, nh) == (w, h):
+        return rgba
+    im = Image.fromarray(rgba, "RGBA").resize((nw, nh), Image.LANCZOS)
+    return np.asarray(im, dtype=np.uint8).copy()
+
+
 def composite(frame: np.ndarray, sprite: np.ndarray, x0: int, y0: int) -> None:
-    """Alpha-blend an RGBA sprite onto an RGB frame in place, top-left corner at ``(x0, y0)``."""
+    """Alpha-blend an RGBA sprite onto an RGB frame in place, top-left corner at ``(x0, y0)``.
+
+    The part of the sprite outside the frame (``x0``/``y0`` may be negative) is cut off.
+    """
+    fh, fw = frame.shape[:2]
+    cx, cy = max(0, -x0), max(0, -y0)
+    sprite = sprite[cy:max(cy, fh - y0), cx:max(cx, fw - x0)]
+    x0, y0 = x0 + cx, y0 + cy
     h, w = sprite.shape[:2]
     region = frame[y0:y0 + h, x0:x0 + w]
     alpha = sprite[:, :, 3:4].astype(np.float32) / 255.0

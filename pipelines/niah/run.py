@@ -36,7 +36,8 @@ from streamvid.progress import progress as progress_bar
 from .grid import HaystackPlan, NiahConfig, PlannedQuestion, plan, plan_fingerprint
 from .haystack import HaystackInfo, build_haystack, haystack_key, load_haystack
 from .plots import format_length, heatmap
-from .score import (choice_correct, hit_at, recall_at, summarise, text_correct, time_correct)
+from .score import (by_variant, choice_correct, hit_at, recall_at, summarise, text_correct,
+                    time_correct)
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def _specs(hp: HaystackPlan, cfg: NiahConfig):
 
 def haystack_path(hp: HaystackPlan, cfg: NiahConfig) -> Path:
     """Where the haystack video of a plan is cached (named by the key of its inputs)."""
-    key = haystack_key(cfg.haystack.videos, length=hp.length, fps=cfg.haystack.fps,
+    key = haystack_key(hp.videos or cfg.haystack.videos, length=hp.length, fps=cfg.haystack.fps,
                        size=cfg.haystack.size, needles=_specs(hp, cfg), seed=hp.seed)
     return cache_dir(cfg) / "haystacks" / f"{key}.mp4"
 
@@ -91,7 +92,7 @@ def _build(hp: HaystackPlan, cfg: NiahConfig, progress: bool) -> tuple[HaystackI
     cached = load_haystack(path)
     if cached is not None and cached.key == path.stem:
         return cached, False
-    return build_haystack(cfg.haystack.videos, haystack_path(hp, cfg), length=hp.length,
+    return build_haystack(hp.videos or cfg.haystack.videos, haystack_path(hp, cfg), length=hp.length,
                           fps=cfg.haystack.fps, size=cfg.haystack.size, needles=_specs(hp, cfg),
                           seed=hp.seed, progress=progress), True
 
@@ -157,6 +158,7 @@ def score_question(q: PlannedQuestion, info: HaystackInfo, hp: HaystackPlan, ans
         "question": q.text or f"[image] {Path(q.image or '').name}", "expected": q.expected,
         "answer": answer.answer,
         "evidence": [[round(e.start, 3), round(e.end, 3), round(float(e.score), 4)] for e in answer.evidence],
+        **dict(q.variant),
     }
     tol = cfg.questions.time_tolerance
     if q.qtype in ("image", "when", "text", "choice", "speech", "speech_when"):
@@ -291,6 +293,8 @@ def _finish(cfg: NiahConfig, plans: Sequence[HaystackPlan], results_path: Path, 
     wanted = {q.id for hp in plans for q in hp.questions}
     records = [r for r in records if r["id"] in wanted]
     summary = summarise(records, lengths=cfg.grid.lengths, depths=cfg.grid.depths, name=cfg.name)
+    if cfg.general is not None:
+        summary["general"] = by_variant(records, cfg.general)
     summary["complete"] = len(records) == len(wanted)
     summary["pipeline"] = {"encoder": cfg.pipeline.encoder.name, "cache": cfg.pipeline.cache.enabled,
                            "keep_ratio": cfg.pipeline.compress.keep_ratio,
@@ -328,6 +332,10 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     for L, o in summary["per_length"].items():
         lines.append(f"| {format_length(float(L))} | {o['questions']} | {o.get('index_s')} | "
                      f"{_pct(o.get('image_hit1'))} | {_pct(o.get('hit1'))} | {_pct(o.get('correct'))} |")
+    for factor, rows in (summary.get("general") or {}).items():
+        lines += ["", f"| {factor} | n | image hit@1 | hit@3 |", "|---|---|---|---|"]
+        for level, o in rows.items():
+            lines.append(f"| {level} | {o['n']} | {_pct(o.get('hit1'))} | {_pct(o.get('hit3'))} |")
     if summary.get("when_hit3_by_category"):
         lines += ["", "| needle category | n | \"when does a X appear\" hit@3 |", "|---|---|---|"]
         for c, o in summary["when_hit3_by_category"].items():

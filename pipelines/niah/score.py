@@ -153,3 +153,22 @@ def summarise(records: Sequence[Mapping[str, Any]], *, lengths: Sequence[float],
         "per_length": per_length,
         "when_hit3_by_category": per_category,
     }
+
+
+def by_variant(records: Sequence[Mapping[str, Any]], general: Any) -> dict[str, Any]:
+    """Generalisation grid: image hit@1 and hit@3 per level of each factor (footage, height,
+    position, picture), in the config's order, with the ids of the misses (hit@1 0)."""
+    levels = {"height": [f"{h:g}" for h in general.heights], "position": list(general.positions),
+              "picture": list(general.pictures), "footage": [name for name, _ in general.footage]}
+    out: dict[str, Any] = {}
+    images = [r for r in records if r["qtype"] == "image" and r.get("footage")]
+    for factor, names in levels.items():
+        rows = {}
+        for level in names:
+            rs = [r for r in images if r.get(factor) == level]
+            if rs:
+                rows[level] = {"n": len(rs), "hit1": _r(_mean(r.get("hit1") for r in rs)),
+                               "hit3": _r(_mean(r.get("hit3") for r in rs)),
+                               "misses": sorted(r["id"] for r in rs if not r.get("hit1"))}
+        out[factor] = rows
+    return out

@@ -65,7 +65,8 @@ def main() -> None:
             runs.append({"run": name, "engine": engine, "workers": workers,
                          "seconds": j["seconds"], "video_seconds": round(s.video_seconds, 1),
                          "items": j["items"], "clips": j["clips"], "failed": j["failed"],
-                         "x_realtime": j["x_realtime"], "load_before": before,
+                         "x_realtime": j["x_realtime"], "phases": j["phases"],
+                         "load_before": before,
                          "load_after": after})
             print(json.dumps(runs[-1]), flush=True)
     ray.shutdown()
@@ -95,14 +96,15 @@ def main() -> None:
         "The machine's 2 cores were shared with other work while this ran; the load average "
         "(1, 5, 15 min) before and after each run is in the table.",
         "",
-        "| run | video | items | clips | time | x real time | load before | load after |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | video | items | clips | time | plan / index / merge | x real time | load before | load after |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         lb = r["load_before"].split("load average:")[-1].strip()
         la = r["load_after"].split("load average:")[-1].strip()
+        ph = " / ".join(f"{r['phases'][k]:.1f}" for k in ("plan", "index", "merge"))
         lines.append(f"| {r['run']} | {r['video_seconds']:.0f} s | {r['items']} | {r['clips']} | "
-                     f"{r['seconds']:.1f} s | {r['x_realtime']:.2f} | {lb} | {la} |")
+                     f"{r['seconds']:.1f} s | {ph} s | {r['x_realtime']:.2f} | {lb} | {la} |")
     lines += [
         "",
         f"- 2 workers against 1 (Ray): **{result['speedup_2_vs_1']:.2f}x** (target >= 1.6x)",

@@ -5,8 +5,9 @@
 Indexes the development footage (every video of ``DIR``) three times into fresh stores:
 ``--engine local`` with 1 worker, ``--engine ray`` with 1 worker, ``--engine ray`` with 2
 workers, on one local Ray cluster started before the timed runs (a cluster outlives a job;
-its start-up time is reported apart). Every worker runs the encoder on one thread
-(``encoder.threads=1``), so that 2 workers use the 2 cores and 1 worker one of them.
+its start-up time is reported apart). Every worker uses one core (``worker_cpus=1``: its
+encoder, detector, OCR and speech recogniser each on one thread), so that 2 workers use the
+2 cores and 1 worker one of them.
 Writes ``benchmarks/results/corpus.md`` and ``.json`` with the machine's load average.
 """
 
@@ -44,7 +45,7 @@ def main() -> None:
     import ray
 
     files = expand_inputs([str(p) for p in sorted(Path(args.media).glob("*")) if p.is_file()])
-    cfg = Config.load(None, {"encoder.threads": 1})
+    cfg = Config.load(None)
     t = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "STREAMVID_PROGRESS": "0",
@@ -58,13 +59,14 @@ def main() -> None:
             before = load()
             s = index_corpus(files, Path(tmp) / name.replace(" ", "").replace(",", "-"), cfg,
                              engine=engine, workers=workers, split_long=args.split_long,
-                             progress=False)
+                             worker_cpus=1, progress=False)
             after = load()
             j = s.to_json()
             runs.append({"run": name, "engine": engine, "workers": workers,
                          "seconds": j["seconds"], "video_seconds": round(s.video_seconds, 1),
                          "items": j["items"], "clips": j["clips"], "failed": j["failed"],
-                         "x_realtime": j["x_realtime"], "load_before": before,
+                         "x_realtime": j["x_realtime"], "phases": j["phases"],
+                         "load_before": before,
                          "load_after": after})
             print(json.dumps(runs[-1]), flush=True)
     ray.shutdown()
@@ -85,7 +87,8 @@ def main() -> None:
         "",
         f"{result['date']}; {result['machine']}; Ray {result['ray']}. `python benchmarks/corpus.py`: "
         f"{len(files)} videos of the development media (`{args.media}`), `--split-long "
-        f"{args.split_long:g}`, lite profile with `encoder.threads=1` per worker; one local Ray "
+        f"{args.split_long:g}`, lite profile, one core per worker (`--worker-cpus 1`: encoder, detector, OCR and "
+        f"speech recogniser each on one thread); one local Ray "
         f"cluster (`num_cpus=2`, started in {ray_start:.1f} s before the timed runs). Time is the "
         "whole `index_corpus` call: planning (digests, probes), workers starting and loading "
         "their models, indexing, merging.",
@@ -93,14 +96,15 @@ def main() -> None:
         "The machine's 2 cores were shared with other work while this ran; the load average "
         "(1, 5, 15 min) before and after each run is in the table.",
         "",
-        "| run | video | items | clips | time | x real time | load before | load after |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | video | items | clips | time | plan / index / merge | x real time | load before | load after |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         lb = r["load_before"].split("load average:")[-1].strip()
         la = r["load_after"].split("load average:")[-1].strip()
+        ph = " / ".join(f"{r['phases'][k]:.1f}" for k in ("plan", "index", "merge"))
         lines.append(f"| {r['run']} | {r['video_seconds']:.0f} s | {r['items']} | {r['clips']} | "
-                     f"{r['seconds']:.1f} s | {r['x_realtime']:.2f} | {lb} | {la} |")
+                     f"{r['seconds']:.1f} s | {ph} s | {r['x_realtime']:.2f} | {lb} | {la} |")
     lines += [
         "",
         f"- 2 workers against 1 (Ray): **{result['speedup_2_vs_1']:.2f}x** (target >= 1.6x)",

@@ -142,11 +142,13 @@ def index(ctx: click.Context, video: str, store: str, config_path: str | None, s
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Parallel workers (Ray actors, each loads the models once).")
 @click.option("--split-long", type=click.FloatRange(min=1.0), default=None, help="Index videos longer than this many seconds in ranges of this length, in parallel.")
 @click.option("--retries", type=click.IntRange(0), default=2, show_default=True, help="Times an item is retried when its worker process dies.")
+@click.option("--worker-cpus", type=click.IntRange(1), default=None, help="Cores per worker: its models (torch, onnxruntime, CTranslate2, OpenCV) run on this many threads and a Ray actor reserves this many CPUs. Default: 1 with Ray; in-process, as the config says.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.pass_context
 def index_corpus(ctx: click.Context, inputs: tuple[str, ...], store: str, config_path: str | None,
                  sets: tuple[str, ...], engine: str, address: str | None, workers: int,
-                 split_long: float | None, retries: int, as_json: bool) -> None:
+                 split_long: float | None, retries: int, worker_cpus: int | None,
+                 as_json: bool) -> None:
     """Index many videos (files, folders, globs, a .txt of URIs) into one store.
 
     A re-run skips what is done; inputs that fail are listed (exit code 1) and retried next time.
@@ -155,7 +157,8 @@ def index_corpus(ctx: click.Context, inputs: tuple[str, ...], store: str, config
 
     cfg = load_config(config_path, sets)
     summary = run(list(inputs), store, cfg, engine=engine, workers=workers, address=address,
-                  split_long=split_long, retries=retries, progress=ctx.obj["progress"])
+                  split_long=split_long, retries=retries, worker_cpus=worker_cpus,
+                  progress=ctx.obj["progress"])
     if as_json:
         click.echo(json.dumps(summary.to_json()))
     else:

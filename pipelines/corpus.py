@@ -56,6 +56,7 @@ class WorkItem:
     duration: float | None = None  # None: to the end
     part: int = 0
     parts: int = 1
+    length: float | None = None  # expected seconds of video, when the plan probed it
 
     @property
     def label(self) -> str:
@@ -97,6 +98,9 @@ class CorpusSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (input, error)
     clips: int = 0
     seconds: float = 0.0
+    # where the time went: planning (digests, probes), indexing (workers starting, loading
+    # their models and indexing), merging the shards
+    phases: dict[str, float] = field(default_factory=dict)
 
     @property
     def done(self) -> list[ItemResult]:
@@ -129,6 +133,7 @@ class CorpusSummary:
             "hours": round(self.video_seconds / 3600.0, 4),
             "hours_indexed": round(self.indexed_seconds / 3600.0, 4),
             "seconds": round(self.seconds, 3), "x_realtime": round(self.x_realtime, 2),
+            "phases": {k: round(v, 3) for k, v in self.phases.items()},
             "failures": [{"input": i, "error": e} for i, e in self.failures],
         }
 
@@ -223,7 +228,8 @@ def plan(uris: Sequence[str], config: Config, *, split_long: float | None = None
             ranges = [(s0, config.source.duration)]
         for i, (start, dur) in enumerate(ranges):
             key = hashlib.sha256(json.dumps([digest, start, dur, fp]).encode()).hexdigest()[:24]
-            items.append(WorkItem(uri, sid, key, start, dur, i, len(ranges)))
+            length = None if not duration else (dur if dur is not None else duration - start)
+            items.append(WorkItem(uri, sid, key, start, dur, i, len(ranges), length))
     return items, failed
 
 
@@ -283,31 +289,59 @@ def finished(item: WorkItem, shards: Path) -> ItemResult | None:
                       int(s["clips"]), skipped=True)
 
 
-class ShardWorker:
-    """A worker process's state: the models, loaded once, and the indexing config."""
+def with_threads(config: Config, cpus: int) -> Config:
+    """``config`` with every model of the pipeline on ``cpus`` threads: the encoder and the
+    detector (torch), OCR (onnxruntime) and the speech recogniser (CTranslate2)."""
+    return config.replace(encoder=dataclasses.replace(config.encoder, threads=cpus),
+                          describe=dataclasses.replace(config.describe, threads=cpus,
+                                                       asr_threads=cpus))
 
-    def __init__(self, config: dict[str, Any]):
+
+class ShardWorker:
+    """A worker process's state: the models, loaded once, and the indexing config.
+
+    ``cpus``: the cores the worker may use; every library in it then runs on that many
+    threads (None: as the config says), so that workers side by side do not contend.
+    """
+
+    def __init__(self, config: dict[str, Any], cpus: int | None = None):
+        import numpy as np
+
         from .models import Models
 
         self.config = Config.from_dict(config)
+        if cpus:
+            import cv2
+            import torch
+
+            self.config = with_threads(self.config, cpus)
+            torch.set_num_threads(cpus)
+            cv2.setNumThreads(cpus)
         self.models = Models(self.config)
-        _ = self.models.encoder, self.models.text_encoder, self.models.describer
+        _ = self.models.encoder, self.models.text_encoder, self.models.recogniser
+        describer = self.models.describer
+        if describer is not None:  # OCR and the detector load on first use: load them now
+            blank = np.zeros((64, 64, 3), np.uint8)
+            if describer.ocr is not None:
+                describer.ocr.read_lines(blank)
+            if describer.detector is not None:
+                describer.detector.detect(blank)
 
     def run(self, item: WorkItem, shards: str) -> ItemResult:
         return index_item(item, self.config, Path(shards), self.models)
 
 
 def _run_local(items: Sequence[WorkItem], config: Config, shards: Path,
-               done: Callable[[ItemResult], None], **_: Any) -> None:
+               done: Callable[[ItemResult], None], *, cpus: int | None, **_: Any) -> None:
     worker = None
     for item in items:
-        worker = worker or ShardWorker(config.to_dict())
+        worker = worker or ShardWorker(config.to_dict(), cpus)
         done(worker.run(item, str(shards)))
 
 
 def _run_ray(items: Sequence[WorkItem], config: Config, shards: Path,
              done: Callable[[ItemResult], None], *, workers: int, address: str | None,
-             retries: int) -> None:
+             retries: int, cpus: int | None) -> None:
     try:
         import ray
         from ray.exceptions import RayActorError, WorkerCrashedError
@@ -319,14 +353,16 @@ def _run_ray(items: Sequence[WorkItem], config: Config, shards: Path,
         if address:
             kw["address"] = address
         else:
-            kw["num_cpus"] = workers
+            kw["num_cpus"] = workers * (cpus or 1)
         ray.init(**kw)
         started = True
     try:
-        actor_cls = ray.remote(num_cpus=1, max_restarts=0)(ShardWorker)
+        actor_cls = ray.remote(num_cpus=cpus or 1, max_restarts=0)(ShardWorker)
         cfg = config.to_dict()
-        queue = deque((it, 1) for it in items)
-        idle = [actor_cls.remote(cfg) for _ in range(min(workers, len(items)))]
+        # the longest items first, so that no worker is left with a long one at the end
+        order = sorted(items, key=lambda it: -(it.length or 0.0))
+        queue = deque((it, 1) for it in order)
+        idle = [actor_cls.remote(cfg, cpus) for _ in range(min(workers, len(items)))]
         running: dict[Any, tuple[Any, WorkItem, int]] = {}
         while queue or running:
             while queue and idle:
@@ -339,7 +375,7 @@ def _run_ray(items: Sequence[WorkItem], config: Config, shards: Path,
                 result = dataclasses.replace(ray.get(ref), attempts=attempt)
             except (RayActorError, WorkerCrashedError) as err:
                 ray.kill(actor)
-                actor = actor_cls.remote(cfg)  # a fresh worker in place of the dead one
+                actor = actor_cls.remote(cfg, cpus)  # a fresh worker in place of the dead one
                 if attempt <= retries:
                     log.warning("worker died on %s; retrying (%d of %d)", item.label, attempt,
                                 retries)
@@ -366,8 +402,11 @@ ENGINES = {"local": _run_local, "ray": _run_ray}
 def index_corpus(inputs: Sequence[str], store: str | os.PathLike[str], config: Config, *,
                  engine: str = "local", workers: int = 1, address: str | None = None,
                  split_long: float | None = None, retries: int = 2,
-                 progress: bool = True) -> CorpusSummary:
+                 worker_cpus: int | None = None, progress: bool = True) -> CorpusSummary:
     """Index ``inputs`` (files, folders, globs, text files of URIs) into one store at ``store``.
+
+    ``worker_cpus``: cores per worker; every library in a worker runs on that many threads
+    and a Ray actor reserves that many CPUs (default: 1 on Ray; in-process, as the config says).
 
     Finished items of earlier runs with the same config are skipped; the store is rebuilt
     from the shards when the set of finished items changed.
@@ -381,6 +420,10 @@ def index_corpus(inputs: Sequence[str], store: str | os.PathLike[str], config: C
         raise ConfigError(f"--engine {engine!r}: expected one of {', '.join(ENGINES)}")
     if workers < 1:
         raise ConfigError(f"--workers {workers}: expected at least 1")
+    if worker_cpus is not None and worker_cpus < 1:
+        raise ConfigError(f"--worker-cpus {worker_cpus}: expected at least 1")
+    if worker_cpus is None and engine == "ray":
+        worker_cpus = 1
     t0 = time.perf_counter()
     store = Path(store)
     state_path = store / CORPUS_FILE
@@ -397,6 +440,7 @@ def index_corpus(inputs: Sequence[str], store: str | os.PathLike[str], config: C
         raise SourceError("index-corpus: no inputs; fix: pass video files, folders, globs or "
                           "a text file of URIs")
     items, failed = plan(uris, config, split_long=split_long)
+    t_plan = time.perf_counter()
     summary = CorpusSummary(str(store), engine, workers, inputs=len(uris), items=len(items))
     summary.failures.extend(failed)
     results: dict[str, ItemResult] = {}
@@ -421,9 +465,10 @@ def index_corpus(inputs: Sequence[str], store: str | os.PathLike[str], config: C
             log.info("%d of %d work items to index (%s engine, %d workers)", len(todo),
                      len(items), engine, workers)
             ENGINES[engine](todo, config, shards, done, workers=workers, address=address,
-                            retries=retries)
+                            retries=retries, cpus=worker_cpus)
     finally:
         bar.close()
+    t_index = time.perf_counter()
     summary.results = [results[it.key] for it in items if it.key in results]
     summary.failures.extend((r.label, r.error) for r in summary.results if not r.ok)
     keys = [it.key for it in items if results.get(it.key) is not None and results[it.key].ok]
@@ -439,5 +484,7 @@ def index_corpus(inputs: Sequence[str], store: str | os.PathLike[str], config: C
     elif keys:
         with MemoryStore.open(store, mode="r") as s:
             summary.clips = len(s)
-    summary.seconds = time.perf_counter() - t0
+    end = time.perf_counter()
+    summary.seconds = end - t0
+    summary.phases = {"plan": t_plan - t0, "index": t_index - t_plan, "merge": end - t_index}
     return summary

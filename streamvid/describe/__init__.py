@@ -247,11 +247,12 @@ def create_describer(config: DescribeConfig | None = None,
             raise ConfigError("describe.labels is on but no vision encoder was given; "
                               "fix: pass the pipeline's encoder, or set describe.labels: false")
         labels = LabelDescriber(encoder, top_k=config.top_k, min_prob=config.min_prob)
-    ocr = OcrDescriber(min_score=config.ocr_min_score, max_side=config.ocr_max_side) if config.ocr else None
+    ocr = OcrDescriber(min_score=config.ocr_min_score, max_side=config.ocr_max_side,
+                       threads=config.threads) if config.ocr else None
     detector = None
     if config.detector != "none":
         detector = create_detector(config.detector, path=config.detector_path,
-                                   min_score=config.detector_min_score)
+                                   min_score=config.detector_min_score, threads=config.threads)
     return FrameDescriber(config, labels=labels, ocr=ocr, detector=detector)
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from memory.store import MemoryStore
 from pipelines.cli import main
-from pipelines.corpus import expand_inputs, index_corpus, plan
+from pipelines.corpus import expand_inputs, index_corpus, plan, with_threads
 from pipelines.index import index_video
 from pipelines.models import Models
 from streamvid.config import Config
@@ -136,6 +136,18 @@ def test_killed_worker_is_replaced_and_its_item_retried(corpus, ray_cluster, tmp
     shards = sorted(p.name for p in (tmp_path / "store" / "shards").iterdir()
                     if not p.name.startswith("."))
     assert shards == sorted(r.key for r in summary.results)
+
+
+def test_a_worker_runs_every_model_on_its_cores(corpus):
+    from streamvid.describe import create_describer
+
+    cfg = with_threads(Config(), 1)
+    assert (cfg.encoder.threads, cfg.describe.threads, cfg.describe.asr_threads) == (1, 1, 1)
+    describer = create_describer(dataclasses.replace(cfg.describe, labels=False))
+    assert describer.ocr.threads == 1
+    # the plan knows each item's length (the longest are handed out first)
+    items, _ = plan([str(corpus / "world_8s.mp4")], Config(), split_long=SPLIT)
+    assert [round(it.length, 1) for it in items] == [3.0, 3.0, 2.0]
 
 
 def test_inputs_expand_from_folders_globs_and_uri_lists(corpus, tmp_path):

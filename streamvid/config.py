@@ -98,6 +98,7 @@ class SourceConfig(_Section):
     reconnect_max: float = _f(10.0, "live sources: longest reconnect delay (s)", min=0.0)
     give_up_after: float = _f(60.0, "live sources: give up after this long without frames (s)", min=0.0)
     open_timeout: float = _f(10.0, "seconds to wait for a stream or file to open", min=0.1)
+    overlap: bool = _f(True, "files: decode, encode and describe run at once in threads of their own (bounded queues; the same clips as one after another, faster on several cores)")
     decode_mode: str = _f("auto", "files: how sparse samples are reached: auto (seek past keyframe groups that hold no sample when the file has an index), sequential (decode every frame), seek, keyframes (decode only keyframes: fastest, times are keyframe times)", choices=("auto", "sequential", "seek", "keyframes"))
 
 

@@ -195,12 +195,19 @@ def index_once(video: Path, config, models):
     from pipelines.index import index_video
 
     store = Path(tempfile.mkdtemp(prefix="ingest-bench-")) / "store"
+    before = dict(models.describer.stats)
     cpu = time.process_time()
     try:
         summary = index_video(str(video), store, config, models=models, progress=True)
     finally:
         shutil.rmtree(store.parent, ignore_errors=True)
-    return summary, time.process_time() - cpu
+    cpu = time.process_time() - cpu
+    # what the describe stage did in this run: frames per describer and their seconds
+    summary.stage_seconds.update({f"describe: {k[:-2]}": v - before[k]
+                                  for k, v in models.describer.stats.items() if k.endswith("_s")})
+    log = {k: int(v - before[k]) for k, v in models.describer.stats.items() if not k.endswith("_s")}
+    print("describer:", log)
+    return summary, cpu
 
 
 if __name__ == "__main__":

@@ -473,13 +473,13 @@ def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Mode
         try:
             for frame, feats, desc in described:
                 if first_pts is None:
-                    first_pts = frame.pts
+                    first_pts = feats.pts
                 summary.frames += 1
                 indexer.take(frame, feats, desc)
                 if indexer.done_pts is not None:   # the bar follows encoding, not decoding
                     done = min(indexer.done_pts, total) if total else indexer.done_pts
                     bar.update(round(done - bar.n, 3))
-                last_pts = frame.pts
+                last_pts = feats.pts
                 if source.is_live and time.monotonic() - last_commit >= mcfg.commit_every:
                     indexer.commit()
                     last_commit = time.monotonic()

@@ -32,6 +32,7 @@ from streamvid.progress import status
 from streamvid.types import ClipMemory, Frame, SpeechSegment
 
 from .models import Models
+from .stages import FLUSH, overlap, sequential
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +124,16 @@ class IndexSummary:
 
 
 class _Timer:
+    """Seconds spent per stage (stages in their own threads add up to more than the wall time)."""
+
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self._lock = threading.Lock()
 
     def add(self, stage: str, since: float) -> float:
         now = time.perf_counter()
-        self.seconds[stage] += now - since
+        with self._lock:
+            self.seconds[stage] += now - since
         return now
 
 
@@ -158,6 +163,7 @@ class Indexer:
         d = config.describe
         self._local_labels = bool(d.labels and d.local_labels and self.describer is not None
                                   and getattr(self.describer, "labels", None) is not None)
+        self._encoding: dict[int, Frame] = {}   # frames in the encode stage (by index)
         self._frames: dict[int, Frame] = {}
         # pixels of frames whose clip is not built yet (by pts): the clip's keyframe picture
         # is taken from them; at most a clip's and the pruner's window of frames
@@ -176,11 +182,29 @@ class Indexer:
 
     # ------------------------------------------------------------------ stages
     def push(self, frame: Frame) -> None:
-        self._frames[frame.index] = frame
+        """Encode, describe and build clips from ``frame``, one stage after the other."""
+        for fr, feats in self.encode(frame):
+            self.take(fr, feats, self.describe(fr, feats))
+
+    def encode(self, frame: Frame | None) -> list[tuple[Frame | None, Any]]:
+        """The encode stage: ``(frame, features)`` of the frames whose features are known now,
+        in frame order (the feature cache batches); ``None`` encodes what it still holds."""
+        if frame is not None:
+            self._encoding[frame.index] = frame
         t = time.perf_counter()
-        feats = self.cache.push(frame)
+        feats = self.cache.push(frame) if frame is not None else self.cache.flush()
         self.timer.add("encode", t)
-        self._after_cache(feats)
+        return [(self._encoding.pop(f.index, None), f) for f in feats]
+
+    def describe(self, frame: Frame | None, feats) -> Any:
+        """The describe stage: the frame's description (labels, text, objects), or None when
+        the describer skips it."""
+        if self.describer is None or frame is None:
+            return None
+        t = time.perf_counter()
+        desc = self.describer.maybe_describe(frame, feats)
+        self.timer.add("describe", t)
+        return desc
 
     def push_audio(self, chunks) -> None:
         """Hand audio chunks to the speech describer (started by ``index_video``)."""
@@ -191,10 +215,12 @@ class Indexer:
             self.timer.add("speech", t)
 
     def flush(self) -> None:
-        t = time.perf_counter()
-        feats = self.cache.flush()
-        self.timer.add("encode", t)
-        self._after_cache(feats)
+        for fr, feats in self.encode(None):
+            self.take(fr, feats, self.describe(fr, feats))
+        self.finish()
+
+    def finish(self) -> None:
+        """After the last frame went through :meth:`take`: build the last clips, add them."""
         t = time.perf_counter()
         decided = self.keyframes.flush()
         self.timer.add("compress", t)
@@ -211,25 +237,22 @@ class Indexer:
         self.add_pending()
         self._add_speech_only()
 
-    def _after_cache(self, feats) -> None:
-        for f in feats:
-            frame = self._frames.get(f.index)
-            c = self.summary_counts
-            c["frames_reused"] += int(f.reused)
-            c["tokens_total"] += f.tokens.shape[0]
-            c["tokens_recomputed"] += f.tokens_recomputed * f.tokens.shape[0]
-            if self.describer is not None and frame is not None:
-                t = time.perf_counter()
-                desc = self.describer.maybe_describe(frame, f)
-                self.timer.add("describe", t)
-                if desc is not None:
-                    self._descriptions[f.index] = desc
-                    c["described"] += 1
-            t = time.perf_counter()
-            decided = self.keyframes.push(f, image=None if frame is None else frame.image)
-            self.timer.add("compress", t)
-            self._after_keyframes(decided)
-            self.done_pts = f.pts
+    def take(self, frame: Frame | None, f, desc) -> None:
+        """The rest, for one encoded (and described) frame: keyframes, pruner, clips, store."""
+        if frame is not None:
+            self._frames[f.index] = frame
+        c = self.summary_counts
+        c["frames_reused"] += int(f.reused)
+        c["tokens_total"] += f.tokens.shape[0]
+        c["tokens_recomputed"] += f.tokens_recomputed * f.tokens.shape[0]
+        if desc is not None:
+            self._descriptions[f.index] = desc
+            c["described"] += 1
+        t = time.perf_counter()
+        decided = self.keyframes.push(f, image=None if frame is None else frame.image)
+        self.timer.add("compress", t)
+        self._after_keyframes(decided)
+        self.done_pts = f.pts
 
     def _after_keyframes(self, decided) -> None:
         for feats, is_kf, is_sb in decided:
@@ -438,31 +461,26 @@ def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Mode
         last_commit = time.monotonic()
         last_pts = 0.0
         first_pts: float | None = None
+        # decode, encode and describe overlap in threads on files; a live source's frames go
+        # through one after another as they come (each is encoded at once, batches would lag)
+        frames = _decoded(source, indexer, models, timer, stop, summary)
+        stages = [lambda fr: indexer.encode(None if fr is FLUSH else fr),
+                  lambda ef: () if ef is FLUSH else [(*ef, indexer.describe(*ef))]]
+        if config.source.overlap and not source.is_live:
+            described = overlap(frames, stages, queue_size=config.encoder.batch_size,
+                                name="index")
+        else:
+            described = sequential(frames, stages)
         try:
-            it = iter(source)
-            while True:
-                if stop is not None and stop.is_set():
-                    summary.stopped = True
-                    break
-                t = time.perf_counter()
-                try:
-                    frame = next(it)
-                except StopIteration:
-                    timer.add("decode", t)
-                    break
-                timer.add("decode", t)
+            for frame, feats, desc in described:
                 if first_pts is None:
-                    first_pts = frame.pts
+                    first_pts = feats.pts
                 summary.frames += 1
-                indexer.push(frame)
-                if source.has_audio:   # the audio up to this frame, in step with the pictures
-                    if indexer.speech is None and models.recogniser is not None:
-                        indexer.speech = SpeechDescriber(models.recogniser)   # a live track appeared
-                    _read_audio(source, indexer, frame.pts)
+                indexer.take(frame, feats, desc)
                 if indexer.done_pts is not None:   # the bar follows encoding, not decoding
                     done = min(indexer.done_pts, total) if total else indexer.done_pts
                     bar.update(round(done - bar.n, 3))
-                last_pts = frame.pts
+                last_pts = feats.pts
                 if source.is_live and time.monotonic() - last_commit >= mcfg.commit_every:
                     indexer.commit()
                     last_commit = time.monotonic()
@@ -474,6 +492,7 @@ def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Mode
             summary.stopped = True
             log.info("stopped by the user; committing what was indexed")
         finally:
+            described.close()   # ends the stage threads (a stop, Ctrl-C, an error)
             bar.close()
         _read_audio(source, indexer, last_pts if summary.stopped else math.inf)
         indexer.flush()
@@ -549,6 +568,29 @@ def _remove_added(store_dir: Path, before: set[str] | None, made: list[Path]) ->
             d.rmdir()
         except OSError:
             break
+
+
+def _decoded(source, indexer: Indexer, models: Models, timer: _Timer,
+             stop: threading.Event | None, summary: IndexSummary):
+    """The source's frames (decode time timed) until it ends or ``stop`` is set, its audio up
+    to each frame handed to the speech describer in step with the pictures."""
+    it = iter(source)
+    while True:
+        if stop is not None and stop.is_set():
+            summary.stopped = True
+            return
+        t = time.perf_counter()
+        try:
+            frame = next(it)
+        except StopIteration:
+            timer.add("decode", t)
+            return
+        timer.add("decode", t)
+        yield frame
+        if source.has_audio:
+            if indexer.speech is None and models.recogniser is not None:
+                indexer.speech = SpeechDescriber(models.recogniser)   # a live track appeared
+            _read_audio(source, indexer, frame.pts)
 
 
 def _read_audio(source, indexer: Indexer, until: float) -> None:

@@ -98,6 +98,7 @@ class SourceConfig(_Section):
     reconnect_max: float = _f(10.0, "live sources: longest reconnect delay (s)", min=0.0)
     give_up_after: float = _f(60.0, "live sources: give up after this long without frames (s)", min=0.0)
     open_timeout: float = _f(10.0, "seconds to wait for a stream or file to open", min=0.1)
+    overlap: bool = _f(True, "files: decode, encode and describe run at once in threads of their own (bounded queues; the same clips as one after another, faster on several cores)")
     decode_mode: str = _f("auto", "files: how sparse samples are reached: auto (seek past keyframe groups that hold no sample when the file has an index), sequential (decode every frame), seek, keyframes (decode only keyframes: fastest, times are keyframe times)", choices=("auto", "sequential", "seek", "keyframes"))
 
 
@@ -108,7 +109,8 @@ class EncoderConfig(_Section):
     model: str = _f("", "hf/vlm: hub name or local path of the model")
     dtype: str = _f("float32", "compute dtype", choices=("float32", "bfloat16"))
     batch_size: int = _f(16, "frames encoded per batch", min=1)
-    threads: int = _f(0, "torch intra-op threads (0 = torch default)", min=0)
+    threads: int = _f(0, "torch intra-op threads (0 = torch default); lite on onnx: the network's threads (0 = one, so that indexing's other stages have the other cores)", min=0)
+    runtime: str = _f("auto", "lite: run the network with onnx (ONNX Runtime on a model exported once from the same weights and cached; about 3x faster on a CPU, the same features) or torch; auto = onnx when the onnx package is installed to export it (or it was exported before), else torch", choices=("auto", "onnx", "torch"))
     size: int = _f(0, "input side in pixels, the longer one for lite (0 = the encoder's default: lite 512, hf and vlm the model's own, Qwen2.5-VL 448)", min=0, max=4096)
     aspect: str = _f("16:9", "lite: input shape as width:height (frames of another shape are letterboxed into it; 1:1 = square)")
 

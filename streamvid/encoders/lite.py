@@ -18,7 +18,9 @@ input would spend a third of its tokens on letterbox bars.
 from __future__ import annotations
 
 import logging
+import os
 import time
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
@@ -115,6 +117,86 @@ def check_images(images: Sequence[np.ndarray], who: str) -> list[np.ndarray]:
     return out
 
 
+def onnx_cache_dir() -> Path:
+    """Where exported networks are kept: ``$STREAMVID_CACHE`` or ``~/.cache/streamvid``."""
+    root = os.environ.get("STREAMVID_CACHE") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "streamvid"
+    return Path(root) / "onnx"
+
+
+def onnx_session(model, weights: Path, shape: tuple[int, int], *, threads: int = 0,
+                 required: bool = False):
+    """An ONNX Runtime session of ``model``'s feature map for ``[1, 3, *shape]`` inputs,
+    exported once (needs the ``onnx`` package) and cached by weights, shape and torch
+    version; None when it cannot be had and ``required`` is False (torch runs it then)."""
+    import torch
+
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        if required:
+            raise MissingDependencyError("encoder.runtime: onnx", "onnxruntime") from err
+        return None
+    st = weights.stat()
+    path = onnx_cache_dir() / (f"{weights.stem}-{st.st_size}-{shape[1]}x{shape[0]}"
+                               f"-torch{torch.__version__.split('+')[0]}.onnx")
+    if not path.is_file():
+        try:
+            _export(model, path, shape)
+        except ImportError as err:
+            if required:
+                raise MissingDependencyError("encoder.runtime: onnx", "onnx") from err
+            log.info("the onnx package is not installed: the lite encoder runs on torch")
+            return None
+        except (OSError, RuntimeError) as err:
+            if required:
+                raise ModelError(f"cannot export the lite encoder to {path}: {err}; fix: set "
+                                 "encoder.runtime: torch, or STREAMVID_CACHE to a writable "
+                                 "directory") from err
+            log.warning("cannot export the lite encoder to ONNX (%s): it runs on torch", err)
+            return None
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types
+        if required:
+            raise ModelError(f"cannot load the exported lite encoder {path}: {err}; fix: delete "
+                             "it (it is exported again)") from err
+        log.warning("cannot load the exported lite encoder %s (%s): it runs on torch", path, err)
+        return None
+
+
+def _export(model, path: Path, shape: tuple[int, int]) -> None:
+    """Write ``model``'s feature map as ONNX to ``path`` (atomically)."""
+    import copy
+
+    import onnx  # noqa: F401 - the exporter needs it; imported first for a clear error
+    import torch
+
+    class FeatureMap(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net.extract_features(x)
+
+    net = copy.deepcopy(model).float().to(memory_format=torch.contiguous_format).eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    log.info("exporting the lite encoder to %s (once)", path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(FeatureMap(net), torch.zeros(1, 3, *shape), str(tmp), dynamo=False,
+                              input_names=["image"], output_names=["features"], opset_version=17)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 @register_encoder("lite")
 class LiteEncoder(VisionEncoder):
     """EfficientNet-Lite0 (ImageNet-1k) on CPU; see the module docstring for the outputs."""
@@ -162,6 +244,11 @@ class LiteEncoder(VisionEncoder):
         # channels-last runs this depthwise-heavy network about twice as fast on CPU
         self._model = model.eval().to(self._dtype).to(memory_format=torch.channels_last)
         self._torch = torch
+        self._session = None
+        if config.runtime != "torch" and self._dtype == torch.float32:
+            self._session = onnx_session(model, weights, shape, threads=config.threads,
+                                         required=config.runtime == "onnx")
+        self.runtime = "onnx" if self._session is not None else "torch"
         self.weights_path = weights
         self.dim = self.pooled_dim = int(model._fc.in_features)
         self.grid = (shape[0] // STRIDE, shape[1] // STRIDE)
@@ -179,6 +266,9 @@ class LiteEncoder(VisionEncoder):
         return ((x - MEAN) / STD).to(self._dtype).contiguous()
 
     def _feature_map(self, x):
+        if self._session is not None:
+            out = self._session.run(None, {"image": x.contiguous().numpy()})[0]
+            return self._torch.from_numpy(out)
         return self._model.extract_features(x)
 
     # ------------------------------------------------------------------ API

@@ -106,3 +106,37 @@ def test_errors_name_the_problem(enc):
         enc.labels(np.zeros((1, 7), np.float32))
     empty = enc.encode([])
     assert empty.tokens.shape == (0, 144, 1280)
+
+
+def test_onnx_runtime_keeps_the_features(tmp_path, monkeypatch):
+    """The ONNX Runtime build (exported once into the cache) gives the torch network's
+    features on real video frames and photos: every token and pooled vector at cosine >= 0.99."""
+    pytest.importorskip("onnx")
+    from pathlib import Path
+
+    from streamvid.config import Config
+    from streamvid.sources import open_source
+
+    monkeypatch.setenv("STREAMVID_CACHE", str(tmp_path))
+    video = Path(__file__).resolve().parents[1] / "data" / "vtest_10s_1fps.mp4"
+    src = open_source(str(video), Config.load(None, {}).source)
+    try:
+        images = [f.image for f in src][:6] + [skdata.chelsea(), skdata.coffee(), skdata.astronaut()]
+    finally:
+        src.close()
+    torch_enc = create_encoder(EncoderConfig(name="lite", runtime="torch"))
+    onnx_enc = create_encoder(EncoderConfig(name="lite", runtime="onnx"))
+    assert (torch_enc.runtime, onnx_enc.runtime) == ("torch", "onnx")
+    assert onnx_enc.model_id == torch_enc.model_id          # the same features: stores mix
+    assert list((tmp_path / "onnx").glob("*.onnx"))         # exported into the cache
+    a, b = torch_enc.encode(images), onnx_enc.encode(images)
+    ta, tb = a.tokens.reshape(-1, a.tokens.shape[-1]), b.tokens.reshape(-1, b.tokens.shape[-1])
+    live = np.linalg.norm(ta, axis=1) > 1e-3
+    cos = (ta * tb).sum(1)[live] / (np.linalg.norm(ta, axis=1) * np.linalg.norm(tb, axis=1))[live]
+    assert cos.min() >= 0.99, cos.min()
+    pc = (a.pooled * b.pooled).sum(1) / (np.linalg.norm(a.pooled, axis=1) * np.linalg.norm(b.pooled, axis=1))
+    assert pc.min() >= 0.99, pc.min()
+    assert [r[0][0] for r in torch_enc.labels(a.pooled)] == [r[0][0] for r in onnx_enc.labels(b.pooled)]
+    # loaded from the cache the second time: no export
+    again = create_encoder(EncoderConfig(name="lite", runtime="onnx"))
+    np.testing.assert_allclose(again.encode(images[:1]).tokens, b.tokens[:1], rtol=0, atol=1e-5)

@@ -12,6 +12,7 @@ import pytest
 pytest.importorskip("uvicorn")
 webdriver = pytest.importorskip("selenium.webdriver")
 
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -50,7 +51,9 @@ def test_page_add_stream_ask_and_alert(tmp_path, browser):
     srv = ServeProcess(tmp_path / "store", "--commit-every", "1").start()
     try:
         b = browser
-        wait = WebDriverWait(b, 120, poll_frequency=0.3)
+        # the page redraws its tables as events arrive: an element read mid-redraw is retried
+        wait = WebDriverWait(b, 120, poll_frequency=0.3,
+                             ignored_exceptions=[StaleElementReferenceException])
         b.get(srv.url + "/")
         wait.until(lambda d: d.find_element(By.ID, "conn").text == "connected")
 

@@ -49,6 +49,21 @@ def _join_unique(parts: Sequence[str], sep: str) -> str:
     return out if len(out) <= MAX_TEXT else out[:MAX_TEXT].rsplit(" ", 1)[0]
 
 
+def farthest_point_clusters(xn: np.ndarray, k: int, first: int) -> np.ndarray:
+    """The cluster (0..k-1) of each unit row of ``xn``: centres picked farthest-point in
+    cosine from row ``first`` (each next centre the row least like any centre so far), every
+    row joined to its most similar centre, a centre always to its own cluster."""
+    centres = [first]
+    best = xn @ xn[first]
+    for _ in range(1, k):
+        nxt = int(np.argmin(best))
+        centres.append(nxt)
+        best = np.maximum(best, xn @ xn[nxt])
+    assign = np.argmax(xn @ xn[centres].T, axis=1)
+    assign[centres] = np.arange(k)
+    return assign
+
+
 def compress_tokens(tokens: np.ndarray, times: np.ndarray, positions: np.ndarray,
                     k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reduce ``tokens`` to ``k`` by clustering: farthest-point centres, members averaged.
@@ -61,14 +76,7 @@ def compress_tokens(tokens: np.ndarray, times: np.ndarray, positions: np.ndarray
         return tokens, times, positions
     x = tokens.astype(np.float32)
     xn = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-8)
-    centres = [int(np.argmax(np.linalg.norm(x - x.mean(0), axis=1)))]
-    best = xn @ xn[centres[0]]
-    for _ in range(1, k):
-        nxt = int(np.argmin(best))
-        centres.append(nxt)
-        best = np.maximum(best, xn @ xn[nxt])
-    assign = np.argmax(xn @ xn[centres].T, axis=1)
-    assign[centres] = np.arange(k)  # a centre always belongs to its own cluster
+    assign = farthest_point_clusters(xn, k, int(np.argmax(np.linalg.norm(x - x.mean(0), axis=1))))
     counts = np.bincount(assign, minlength=k).astype(np.float32)
     onehot = np.zeros((k, n), np.float32)
     onehot[assign, np.arange(n)] = 1.0

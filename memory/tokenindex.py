@@ -27,6 +27,7 @@ from streamvid.errors import StoreError
 from streamvid.io import atomic_write
 from streamvid.types import ClipMemory
 
+from .consolidate import farthest_point_clusters
 from .index import ivf_nlist
 
 log = logging.getLogger(__name__)
@@ -66,15 +67,8 @@ def clip_centroids(clip: ClipMemory) -> np.ndarray:
     x = np.asarray(clip.tokens, np.float32)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-8)
     k = min(PER_CLIP, len(x))
-    sims = x @ x.T
-    centres = [int(np.argmin(sims.sum(axis=1)))]
-    best = sims[centres[0]].copy()
-    for _ in range(k - 1):
-        nxt = int(np.argmin(best))
-        centres.append(nxt)
-        np.maximum(best, sims[nxt], out=best)
-    assign = np.argmax(sims[:, centres], axis=1)
-    assign[centres] = np.arange(k)   # a centre belongs to its own cluster
+    # the least typical token first (least similar to all the others together)
+    assign = farthest_point_clusters(x, k, int(np.argmin(x @ x.sum(axis=0))))
     onehot = np.zeros((k, len(x)), np.float32)
     onehot[assign, np.arange(len(x))] = 1.0
     c = onehot @ x

@@ -1,12 +1,39 @@
 """Lexical matching of questions against clip words (description, labels, OCR text, speech):
-BM25."""
+BM25, and the store's lexical index that holds them.
+
+A store saves its :class:`LexicalIndex` with each commit as ``lexidx-<gen>.npz`` (named,
+sized and checksummed in the manifest like its other files, no pickles): brought up to date
+at each commit (new clips added, removed and consolidated ones dropped), and rebuilt from the
+clips when a store has none or one of another :data:`VERSION`, so that a new process asking
+a text question reads one file instead of every clip's metadata.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import re
 from collections import Counter
-from typing import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Iterator
+
+import numpy as np
+
+from streamvid.errors import StoreError
+from streamvid.io import atomic_write
+from streamvid.types import ClipMemory, FrameObjects
+
+from .segments import objects_from_json, objects_to_json
+
+if TYPE_CHECKING:
+    from .tokenindex import ClipSource
+
+log = logging.getLogger(__name__)
+
+VERSION = 1    # of the words an index keeps (WORD, STOPWORDS, what each index holds): a file
+               # of another version is rebuilt
+BATCH = 512    # clips read at a time while building
 
 WORD = re.compile(r"[a-z0-9]+")
 STOPWORDS = frozenset("""
@@ -43,7 +70,7 @@ class BM25:
         self.k1, self.b = k1, b
         self.postings: dict[str, dict[int, int]] = {}
         self.lengths: dict[int, int] = {}
-        self._terms: dict[int, tuple[str, ...]] = {}
+        self._terms: dict[int, tuple[str, ...]] | None = {}   # None: built on first removal
         self._total = 0
 
     def __len__(self) -> int:
@@ -58,7 +85,8 @@ class BM25:
         tf = Counter(tokens)
         self.lengths[doc] = sum(tf.values())
         self._total += self.lengths[doc]
-        self._terms[doc] = tuple(tf)
+        if self._terms is not None:
+            self._terms[doc] = tuple(tf)
         for t, c in tf.items():
             self.postings.setdefault(t, {})[doc] = c
 
@@ -67,6 +95,12 @@ class BM25:
         if n is None:
             return
         self._total -= n
+        if self._terms is None:
+            terms: dict[int, list[str]] = {}
+            for t, plist in self.postings.items():
+                for d in plist:
+                    terms.setdefault(d, []).append(t)
+            self._terms = {d: tuple(ts) for d, ts in terms.items()}
         for t in self._terms.pop(doc, ()):
             plist = self.postings.get(t)
             if plist is not None:
@@ -99,3 +133,159 @@ class BM25:
                 out[doc] = out.get(doc, 0.0) + s
         ideal = max(ideal, 1e-9)
         return {d: min(1.0, s / ideal) for d, s in out.items()}
+
+    # ------------------------------------------------------------------ files
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The index as arrays: documents, lengths, and postings by term (vocabulary
+        newline-joined; words never hold a newline)."""
+        docs = np.fromiter(self.lengths, np.int64, len(self.lengths))
+        row = {d: i for i, d in enumerate(docs.tolist())}
+        vocab = list(self.postings)
+        sizes = [len(self.postings[t]) for t in vocab]
+        post = [(row[d], tf) for t in vocab for d, tf in self.postings[t].items()]
+        pairs = np.array(post, np.int64).reshape(-1, 2)
+        return {"docs": docs, "lengths": np.fromiter(self.lengths.values(), np.int64, len(docs)),
+                "vocab": _join(vocab), "term_off": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+                "post_doc": pairs[:, 0].astype(np.int32), "post_tf": pairs[:, 1].astype(np.int32)}
+
+    @classmethod
+    def from_arrays(cls, a: dict[str, np.ndarray]) -> "BM25":
+        """The index :meth:`to_arrays` wrote."""
+        bm = cls()
+        docs = a["docs"].tolist()
+        bm.lengths = dict(zip(docs, a["lengths"].tolist()))
+        bm._total = int(a["lengths"].sum())
+        vocab = _split(a["vocab"])
+        off = a["term_off"].tolist()
+        pd = a["docs"][a["post_doc"]].tolist()
+        tf = a["post_tf"].tolist()
+        bm.postings = {t: dict(zip(pd[off[i]:off[i + 1]], tf[off[i]:off[i + 1]]))
+                       for i, t in enumerate(vocab)}
+        bm._terms = None   # built when a document is first removed
+        return bm
+
+
+def _join(strings: list[str]) -> np.ndarray:
+    """Strings without newlines as one UTF-8 byte array (:func:`_split` reads it back)."""
+    return np.frombuffer("\n".join(strings).encode("utf-8"), np.uint8)
+
+
+def _split(blob: np.ndarray, n: int | None = None) -> list[str]:
+    if not len(blob):
+        return [""] * n if n else []
+    return blob.tobytes().decode("utf-8").split("\n")
+
+
+def file_name(generation: int) -> str:
+    return f"lexidx-{generation:08d}.npz"
+
+
+def _indexed(c: ClipMemory) -> tuple[list[str], list[str], list[str] | None]:
+    """A clip's words for the three indexes: all (description, labels, OCR), OCR, and what
+    was said during the clip itself (None: no speech; its segments may run over its ends)."""
+    ocr = words(c.ocr_text)
+    every = words(c.description) + words(" ".join(lbl for lbl, _ in c.labels)) + ocr
+    said = words(" ".join(s.said_between(c.start, c.end) for s in c.speech)) if c.speech else None
+    return every, ocr, said
+
+
+class LexicalIndex:
+    """The words of a store's clips: BM25 over all of a clip's words (``all``), its OCR
+    words (``ocr``) and its words said (``speech``), its OCR text for phrase matching
+    (``ocr_text``) and its detections (:meth:`objects`), by clip id."""
+
+    def __init__(self) -> None:
+        self.all, self.ocr, self.speech = BM25(), BM25(), BM25()
+        self.ocr_text: dict[int, str] = {}
+        self._objects_json: dict[int, str] = {}              # clip id -> detections as JSON
+        self._objects: dict[int, tuple[FrameObjects, ...]] = {}  # ... parsed (on first use)
+        self.dirty = False   # changed since it was read or written
+
+    def __len__(self) -> int:
+        return len(self.all)
+
+    def ids(self) -> np.ndarray:
+        """Ids of the clips it holds, ascending."""
+        return np.sort(np.fromiter(self.all.lengths, np.int64, len(self.all)))
+
+    def add(self, c: ClipMemory) -> None:
+        every, ocr, said = _indexed(c)
+        self.all.add(c.id, every)
+        self.ocr.add(c.id, ocr)
+        if said is not None:
+            self.speech.add(c.id, said)
+        self.ocr_text[c.id] = " ".join(plain_words(c.ocr_text))
+        if c.objects:
+            self._objects_json[c.id] = json.dumps(objects_to_json(c.objects))
+            self._objects[c.id] = tuple(c.objects)
+        self.dirty = True
+
+    def remove(self, cid: int) -> None:
+        for bm in (self.all, self.ocr, self.speech):
+            bm.remove(cid)
+        for d in (self.ocr_text, self._objects_json, self._objects):
+            d.pop(cid, None)
+        self.dirty = True
+
+    def objects(self) -> dict[int, tuple[FrameObjects, ...]]:
+        """Clip id -> the detections of its described frames (clips with any)."""
+        if len(self._objects) < len(self._objects_json):
+            self._objects = {cid: self._objects.get(cid) or objects_from_json(json.loads(raw))
+                             for cid, raw in self._objects_json.items()}
+        return self._objects
+
+    def sync(self, store: "ClipSource") -> bool:
+        """Bring the index to ``store``'s clips: drop the gone, add the new; True if it changed."""
+        live = store.ids()
+        have = self.ids()
+        gone = np.setdiff1d(have, live, assume_unique=True)
+        new = np.setdiff1d(live, have, assume_unique=True)
+        for cid in gone.tolist():
+            self.remove(cid)
+        for c in _clips(store, new):
+            self.add(c)
+        return bool(len(gone) or len(new))
+
+    # ------------------------------------------------------------------ files
+    def write(self, path: Path) -> None:
+        arrays = {"version": np.array([VERSION], np.int64)}
+        for name in ("all", "ocr", "speech"):
+            arrays.update({f"{name}.{k}": v for k, v in getattr(self, name).to_arrays().items()})
+        arrays["ocr_ids"] = np.fromiter(self.ocr_text, np.int64, len(self.ocr_text))
+        arrays["ocr_text"] = _join(list(self.ocr_text.values()))
+        arrays["objects_ids"] = np.fromiter(self._objects_json, np.int64, len(self._objects_json))
+        arrays["objects"] = _join(list(self._objects_json.values()))
+        atomic_write(path, lambda fh: np.savez(fh, **arrays))
+        self.dirty = False
+
+    @classmethod
+    def read(cls, path: Path) -> "LexicalIndex | None":
+        """The index saved at ``path``; None when it is of another :data:`VERSION` (to be
+        rebuilt)."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                a = {k: z[k] for k in z.files}
+            if int(a["version"][0]) != VERSION:
+                log.info("the lexical index %s is of version %d, this streamvid keeps version "
+                         "%d: rebuilding it", path, int(a["version"][0]), VERSION)
+                return None
+            out = cls()
+            for name in ("all", "ocr", "speech"):
+                setattr(out, name, BM25.from_arrays({k.split(".", 1)[1]: v for k, v in a.items()
+                                                     if k.startswith(name + ".")}))
+            ocr_ids = a["ocr_ids"].tolist()
+            out.ocr_text = dict(zip(ocr_ids, _split(a["ocr_text"], len(ocr_ids))))
+            obj_ids = a["objects_ids"].tolist()
+            out._objects_json = dict(zip(obj_ids, _split(a["objects"], len(obj_ids))))
+        except (OSError, ValueError, KeyError, IndexError, UnicodeDecodeError) as err:
+            raise StoreError(f"the store's lexical index {path} cannot be read ({err}); fix: the "
+                             "store is damaged, re-index into a new --store") from err
+        if not (len(out.ocr_text) == len(out.all) and set(out.ocr_text) == set(out.all.lengths)):
+            raise StoreError(f"the store's lexical index {path} is inconsistent; fix: the store "
+                             "is damaged, re-index into a new --store")
+        return out
+
+
+def _clips(store: "ClipSource", ids: np.ndarray) -> Iterator[ClipMemory]:
+    for lo in range(0, len(ids), BATCH):
+        yield from store.get(ids[lo:lo + BATCH])

@@ -15,7 +15,7 @@ from streamvid.question import SPEECH_WORDS, frame_match
 from streamvid.types import ClipMemory, Context, ContextItem, Question, TextEncoder, VisionEncoder
 
 from .budget import allocate, pick_tokens
-from .lexical import BM25, plain_words, quoted_phrases, words
+from .lexical import quoted_phrases, words
 from .store import MemoryStore
 
 log = logging.getLogger(__name__)
@@ -158,39 +158,11 @@ class Retriever:
         self.config = config or RetrievalConfig()
         self.text_encoder = text_encoder
         self.vision_encoder = vision_encoder
-        self._bm_all = BM25()
-        self._bm_ocr = BM25()
-        self._bm_speech = BM25()
-        self._ocr: dict[int, str] = {}
-        self._objects: dict[int, tuple] = {}   # clip id -> its FrameObjects (detections)
         self._base_key: tuple[Any, ...] | None = None
         self._base: dict[str, _Baseline] = {}
         self._query = QueryEncoder(vision_encoder) if vision_encoder is not None else None
 
     # ------------------------------------------------------------------ indexes kept here
-    def _sync_lexical(self) -> None:
-        ids = set(self.store.ids().tolist())
-        known = set(self._bm_all.lengths)
-        for d in known - ids:
-            self._bm_all.remove(d)
-            self._bm_ocr.remove(d)
-            self._bm_speech.remove(d)
-            self._ocr.pop(d, None)
-            self._objects.pop(d, None)
-        new = sorted(ids - known)
-        for c in self.store.get(new) if new else []:
-            label_words = " ".join(lbl for lbl, _ in c.labels)
-            ocr = words(c.ocr_text)
-            self._bm_all.add(c.id, words(c.description) + words(label_words) + ocr)
-            self._bm_ocr.add(c.id, ocr)
-            if c.speech:
-                # the words said during the clip itself (its segments may run over its ends)
-                self._bm_speech.add(c.id, words(" ".join(s.said_between(c.start, c.end)
-                                                         for s in c.speech)))
-            self._ocr[c.id] = " ".join(plain_words(c.ocr_text))
-            if c.objects:
-                self._objects[c.id] = c.objects
-
     def _baselines(self, space: str) -> _Baseline:
         key = (self.store.generation, len(self.store), int(self.store.ids()[-1])
                if len(self.store) else -1)
@@ -294,21 +266,21 @@ class Retriever:
                 s = self._correct(q, cand, s, space, table, rowpos)
             for cid, v in zip(cand, s.tolist()):
                 dense[cid] = max(dense.get(cid, -1.0), v)
-        self._sync_lexical()
+        index = self.store.lexical_index()
         qw = words(text)
-        lex = self._bm_all.score(qw)
+        lex = index.all.score(qw)
         lam = cfg.lexical_weight
-        speech = self._bm_speech.score([w for w in qw if w not in SPEECH_WORDS]) \
+        speech = index.speech.score([w for w in qw if w not in SPEECH_WORDS]) \
             if question.parsed.speech else {}
         if speech:  # what was said: the transcripts' words lead
             lex = {d: 0.3 * lex.get(d, 0.0) + 0.7 * speech.get(d, 0.0) for d in set(lex) | set(speech)}
             lam = max(lam, SPEECH_LEXICAL)
         elif question.parsed.kind == "text" or question.parsed.quoted:
-            ocr = self._bm_ocr.score(qw)
+            ocr = index.ocr.score(qw)
             phrases = [p for p in quoted_phrases(text) if p]
             lex = {d: 0.3 * lex.get(d, 0.0) + 0.7 * ocr.get(d, 0.0) for d in set(lex) | set(ocr)}
-            for d in list(self._ocr):
-                if any(p in self._ocr[d] for p in phrases):
+            for d, said in index.ocr_text.items():
+                if any(p in said for p in phrases):
                     lex[d] = min(1.0, lex.get(d, 0.0) + 0.5)
             lam = max(lam, OCR_LEXICAL)
         if source is not None:
@@ -473,11 +445,10 @@ class Retriever:
             return {int(c): 1.0 - i / (10 * len(pick)) for i, c in enumerate(pick)}
         out = dict(scores)
         if pq.groups and pq.kind != "summary":
-            self._sync_lexical()
             obj: dict[int, float] = {}
             first: tuple[float, int] | None = None
             allowed = set(table["id"][mask].tolist())
-            for cid, frames in self._objects.items():
+            for cid, frames in self.store.lexical_index().objects().items():
                 if cid not in allowed:
                     continue
                 best = 0.0

@@ -14,6 +14,7 @@ Layout of a store directory::
     centroids-<q>.npy        IVF centroids (index "ivf")
     hnsw-<gen>.faiss         the HNSW graph (index "hnsw")
     tokidx-<gen>.faiss       the token index of image questions (memory/tokenindex.py)
+    lexidx-<gen>.npz         the lexical index of text questions (memory/lexical.py)
 
 A commit writes new files under new names, then atomically replaces ``manifest.json``
 which names them; files that neither the current nor the previous manifest names are
@@ -58,6 +59,7 @@ _SEG_FILES = ("ids", "vectors", "text_vectors", "has_text", "start", "end", "sou
 _NAMES = {"segment": re.compile(r"seg-\d{8,}(-\d+)?"), "deleted": re.compile(r"deleted-\d{8,}\.npy"),
           "centroids": re.compile(r"centroids-\d+\.npy"), "hnsw": re.compile(r"hnsw-\d{8,}\.faiss"),
           "tokindex": re.compile(r"tokidx-\d{8,}\.faiss"),   # memory/tokenindex.py
+          "lexindex": re.compile(r"lexidx-\d{8,}\.npz"),     # memory/lexical.py
           "assign": re.compile(r"assign-\d+\.npy")}
 ATTACHABLE = frozenset({"config.yaml"})  # files a pipeline keeps beside the store (attach())
 _JPEG_FILES = ("jpeg", "jpeg_off")  # optional: stores written before them have none
@@ -314,12 +316,12 @@ def check_manifest(m: dict[str, Any], where: Path) -> None:
         raise bad("has bad 'segments' or 'counts'")
     if not isinstance(m["spec"], dict) or not isinstance(m.get("files", {}), dict):
         raise bad("has a bad 'spec' or 'files'")
-    for key in ("deleted", "centroids", "hnsw", "tokindex"):
+    for key in ("deleted", "centroids", "hnsw", "tokindex", "lexindex"):
         if m.get(key) is not None and not name_ok(key, m[key]):
             raise bad(f"names {m[key]!r} as its {key} file, which is not a file name of a store")
     for name, c in m.get("files", {}).items():
-        if not (name in ATTACHABLE or any(name_ok(k, name) for k in ("deleted", "centroids",
-                                                                           "hnsw", "tokindex"))):
+        if not (name in ATTACHABLE or any(name_ok(k, name) for k in (
+                "deleted", "centroids", "hnsw", "tokindex", "lexindex"))):
             raise bad(f"records the file {name!r}, which is not a file name of a store")
         if not check_ok(c):
             raise bad(f"has a bad size/checksum for {name!r}")
@@ -463,13 +465,15 @@ def _write_segment_files(root: Path, tmp: Path, name: str, clips: Sequence[ClipM
 
 
 _TEMP_NAME = re.compile(r"\.tmp-seg-\d{8,}-\d+|\.(manifest\.json|deleted-\d{8,}\.npy|"
-                        r"centroids-\d+\.npy|(hnsw|tokidx)-\d{8,}\.faiss)\.\w+\.tmp")
+                        r"centroids-\d+\.npy|(hnsw|tokidx)-\d{8,}\.faiss|lexidx-\d{8,}\.npz)"
+                        r"\.\w+\.tmp")
 
 
 def is_store_file(name: str) -> bool:
     """A name the store writes (other files in its directory are never touched)."""
     return (name == MANIFEST or any(_NAMES[k].fullmatch(name) for k in
-                                    ("segment", "deleted", "centroids", "hnsw", "tokindex"))
+                                    ("segment", "deleted", "centroids", "hnsw", "tokindex",
+                                     "lexindex"))
             or _TEMP_NAME.fullmatch(name) is not None)
 
 
@@ -552,7 +556,7 @@ def remove_unnamed(root: Path, manifests: Iterable[dict[str, Any] | None]) -> No
             continue
         for e in m.get("segments", []):
             keep.add(e["name"])
-        for key in ("deleted", "centroids", "hnsw", "tokindex"):
+        for key in ("deleted", "centroids", "hnsw", "tokindex", "lexindex"):
             if m.get(key):
                 keep.add(m[key])
     for p in root.iterdir():

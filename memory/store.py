@@ -3,8 +3,8 @@
 :class:`MemoryStore` composes the parts: the directory's files (segments, the manifest
 and their checks, :mod:`memory.segments`), the writer lock (:mod:`memory.locking`), the
 FAISS indexes and candidate filter (:mod:`memory.search`) and the consolidation policy of
-a bounded store (:mod:`memory.consolidate`) and the token index of image questions
-(:mod:`memory.tokenindex`). The layout of a store directory is described
+a bounded store (:mod:`memory.consolidate`), the token index of image questions
+(:mod:`memory.tokenindex`) and the lexical index of text questions (:mod:`memory.lexical`). The layout of a store directory is described
 in :mod:`memory.segments`.
 """
 
@@ -26,7 +26,7 @@ from streamvid.errors import StoreError
 from streamvid.io import atomic_save_npy, atomic_write, atomic_write_json
 from streamvid.types import ClipMemory
 
-from . import tokenindex
+from . import lexical, tokenindex
 from .consolidate import excess, plan_consolidation, recent_ids
 from .index import VecIndex, ivf_nlist
 from .locking import StoreBusyError, WriterLock
@@ -67,6 +67,9 @@ class MemoryStore:
         self._attached: set[str] = set()
         self._tok: tokenindex.TokenIndex | None = None   # loaded on first use
         self._tok_file: str | None = None                # the commit's file it came from
+        self._lex: lexical.LexicalIndex | None = None    # loaded on first use, then kept in
+        self._lex_file: str | None = None                # step with the clips (synced)
+        self._lex_key: tuple[int, int, int] | None = None
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -551,6 +554,7 @@ class MemoryStore:
             hnsw_name = f"hnsw-{gen:08d}.faiss"
             self._write_hnsw(hnsw_name)
         tok_name = self._write_token_index(gen)
+        lex_name = self._write_lexical_index(gen)
         # counts and sources
         t = self.table()
         sources = {}
@@ -570,13 +574,14 @@ class MemoryStore:
         counts["bytes"] = size
         files = {name: file_check(self.path / name)
                  for name in (deleted_name, centroids_name if use_ivf else None, hnsw_name,
-                              tok_name) if name}
+                              tok_name, lex_name) if name}
         for name in ATTACHABLE & (self._attached | set(m.get("files") or {})):
             if (self.path / name).is_file():
                 files[name] = file_check(self.path / name)
         m.update({"generation": gen, "next_id": self._next_id, "segments": segments, "files": files,
                   "deleted": deleted_name, "centroids": centroids_name if use_ivf else None,
-                  "qgen": qgen, "hnsw": hnsw_name, "tokindex": tok_name, "committed": time.time(),
+                  "qgen": qgen, "hnsw": hnsw_name, "tokindex": tok_name, "lexindex": lex_name,
+                  "committed": time.time(),
                   "sources": sources, "counts": counts,
                   "memory_config": dataclasses.asdict(self.config)})
         atomic_write_json(self.path / MANIFEST, m)  # the commit point
@@ -584,7 +589,8 @@ class MemoryStore:
         self._pending = {}
         self._dirty = False
         self._previous_manifest = prev
-        self._tok_file = tok_name   # the writer's token index is this commit's
+        self._tok_file = tok_name   # the writer's token and lexical indexes are this commit's
+        self._lex_file = lex_name
         # the writer's indexes already hold this state unless they were retrained/rebuilt
         keep = not retrain and (self._index.kind == "ivf") == use_ivf and (
             hnsw_name is None or self._index.kind == "hnsw")
@@ -616,6 +622,42 @@ class MemoryStore:
             return old
         name = tokenindex.file_name(gen)
         tok.write(self.path / name)
+        return name
+
+    def lexical_index(self) -> lexical.LexicalIndex:
+        """The lexical index of the clips (text questions): the commit's file, read and checked
+        against its size and checksum at first use, then kept up to date with the clips of
+        later commits and a writer's pending changes (the clips it lacks are read); built from
+        the clips when the store has none."""
+        if self._lex is None:
+            name = self._manifest.get("lexindex")
+            if name:
+                p = self.path / name
+                verify_file(p, *((self._manifest.get("files") or {}).get(name) or (None, None)))
+                self._lex = lexical.LexicalIndex.read(p)
+            self._lex_file = name if self._lex is not None else None
+            if self._lex is None:
+                self._lex = lexical.LexicalIndex()
+        key = (self.generation, len(self), self._next_id)   # the clips it was synced with
+        if self._lex_key == key:
+            return self._lex
+        self._lex_key = key
+        if self._lex.sync(self) and self._lex_file is None and self.mode == "r":
+            log.info("the store %s has no current lexical index; built one for this reader "
+                     "(a writer's next commit saves it)", self.path)
+        return self._lex
+
+    def _write_lexical_index(self, gen: int) -> str:
+        """Bring the lexical index up to date and write it, under a new name when it changed.
+
+        The writer then lets it go (it asks no questions; the next commit reads the file
+        again), so that its memory does not grow with the words of every clip."""
+        old = self._manifest.get("lexindex")
+        lex = self.lexical_index()
+        name = old if old and self._lex_file == old and not lex.dirty else lexical.file_name(gen)
+        if name != old:
+            lex.write(self.path / name)
+        self._lex = self._lex_key = None
         return name
 
     def attach(self, name: str) -> None:

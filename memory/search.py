@@ -44,39 +44,80 @@ def candidates(table: dict[str, np.ndarray], source_code: int | None,
 
 
 class ClipIndex:
-    """The visual and text indexes of one store's live clips."""
+    """The visual and text indexes of one store's live clips, each built from the store's
+    segments when first used (a text question never reads the visual vectors, an image
+    question never the text vectors)."""
 
     def __init__(self, config: MemoryConfig, vector_dim: int, text_dim: int):
         self.config = config
         self.vector_dim = int(vector_dim)
         self.text_dim = int(text_dim)
-        self.visual = VecIndex("flat", self.vector_dim)
-        self.text = VecIndex("flat", self.text_dim)
+        self._visual: VecIndex | None = VecIndex("flat", self.vector_dim)
+        self._text: VecIndex | None = VecIndex("flat", self.text_dim)
+        self._kind = "flat"
+        self._source: tuple[Any, ...] = ()   # what build() was given: read on first use
         self.dead: set[int] = set()   # removed ids still inside an HNSW graph
 
     @property
     def kind(self) -> str:
         """The visual index's kind: ``flat``, ``ivf`` or ``hnsw``."""
-        return self.visual.kind
+        return self._visual.kind if self._visual is not None else self._kind
+
+    @property
+    def built(self) -> bool:
+        """Both indexes are in memory (none is left to read from the segments)."""
+        return self._visual is not None and self._text is not None
+
+    @property
+    def visual(self) -> VecIndex:
+        if self._visual is None:
+            self._visual = self._build_visual(*self._source)
+        return self._visual
+
+    @visual.setter
+    def visual(self, index: VecIndex) -> None:
+        self._visual = index
+
+    @property
+    def text(self) -> VecIndex:
+        if self._text is None:
+            segments, segi, rows = self._source[:3]
+            self._text = VecIndex("flat", self.text_dim)
+            for si, seg in enumerate(segments):
+                r = rows[segi == si]
+                r = r[seg.has_text[r]]
+                if len(r):
+                    self._text.add(seg.ids[r], np.asarray(seg.text_vectors[r]))
+        return self._text
 
     def build(self, segments: Sequence[Segment], segi: np.ndarray, rows: np.ndarray,
               live_ids: np.ndarray, qgen: int, centroids: np.ndarray | None, hnsw_index: Any,
               pending: Iterable[ClipMemory]) -> None:
-        """Index the live rows (``rows[segi == i]`` of ``segments[i]``) and ``pending`` clips.
+        """Index the live rows (``rows[segi == i]`` of ``segments[i]``) and ``pending`` clips
+        (the segments are read when an index is first used).
 
         ``hnsw_index`` is a graph read from the store (its ids not in ``live_ids`` are dead);
         IVF lists stored with a segment for centroids generation ``qgen`` are reused.
         """
-        pending = list(pending)
-        kind = index_kind(self.config, centroids, hnsw_index)
+        self._source = (list(segments), segi, rows, live_ids, qgen, centroids, hnsw_index)
+        self._kind = index_kind(self.config, centroids, hnsw_index)
+        self._visual = self._text = None
+        self.dead = set()
+        for c in pending:
+            self.add(c)
+
+    def _build_visual(self, segments: Sequence[Segment], segi: np.ndarray, rows: np.ndarray,
+                      live_ids: np.ndarray, qgen: int, centroids: np.ndarray | None,
+                      hnsw_index: Any) -> VecIndex:
+        kind = self._kind
         cfg = self.config
-        self.visual = VecIndex(kind, self.vector_dim, nprobe=cfg.nprobe,
-                               ef_search=cfg.ef_search, hnsw_m=cfg.hnsw_m, centroids=centroids)
+        visual = VecIndex(kind, self.vector_dim, nprobe=cfg.nprobe,
+                          ef_search=cfg.ef_search, hnsw_m=cfg.hnsw_m, centroids=centroids)
         if kind == "hnsw" and hnsw_index is not None:
-            self.visual.index = hnsw_index
+            visual.index = hnsw_index
             faiss.downcast_index(hnsw_index.index).hnsw.efSearch = cfg.ef_search
             in_graph = faiss.vector_to_array(hnsw_index.id_map).astype(np.int64)
-            self.dead = set(in_graph[~np.isin(in_graph, live_ids)].tolist())
+            self.dead = self.dead | set(in_graph[~np.isin(in_graph, live_ids)].tolist())
         else:
             for si, seg in enumerate(segments):
                 r = rows[segi == si]
@@ -87,17 +128,10 @@ class ClipIndex:
                         f"assign-{qgen}.npy":
                     assign = seg.assign if len(r) == seg.rows else seg.assign[r]
                 if len(r) == seg.rows:  # every row live: read the mapped file once, no gather
-                    self.visual.add(seg.ids, seg.vectors, assign)
+                    visual.add(seg.ids, seg.vectors, assign)
                 else:
-                    self.visual.add(seg.ids[r], np.asarray(seg.vectors[r]), assign)
-        self.text = VecIndex("flat", self.text_dim)
-        for si, seg in enumerate(segments):
-            r = rows[segi == si]
-            r = r[seg.has_text[r]]
-            if len(r):
-                self.text.add(seg.ids[r], np.asarray(seg.text_vectors[r]))
-        for c in pending:
-            self.add(c)
+                    visual.add(seg.ids[r], np.asarray(seg.vectors[r]), assign)
+        return visual
 
     def add(self, c: ClipMemory) -> None:
         """Index one clip (its ``id`` set)."""

@@ -67,6 +67,8 @@ SEG_NAMES = frozenset([f"{k}.npy" for k in _SEG_FILES + _JPEG_FILES] + ["meta.js
 # read back memory-mapped, so that a writer or reader holds no clip's tokens or keyframe in
 # memory (only small per-row arrays: ids, times, offsets)
 _MAPPED = frozenset({"vectors", "text_vectors", "tokens", "token_times", "token_positions", "jpeg"})
+# checked and read when first used (a segment opens with its small per-row arrays only)
+_LAZY = _MAPPED | {"jpeg_off"}
 _HASH_WHOLE = 1 << 20      # files up to this size are hashed whole
 _HASH_SAMPLES = 16         # larger ones: this many evenly spaced blocks ...
 _HASH_BLOCK = 64 << 10     # ... of this size
@@ -103,7 +105,14 @@ class StoreSpec:
 
 
 class Segment:
-    """One immutable commit's clips, arrays memory-mapped."""
+    """One immutable commit's clips.
+
+    Opening a segment checks that every file it names is a regular file of its recorded
+    size, and reads (checksummed) its small per-row arrays: ids, times, sources, levels,
+    token offsets. Its bulky files (vectors, tokens, keyframes, metadata) are checksummed
+    and memory-mapped when first used, so that opening a store of many segments costs what
+    its rows take, not what its clips carry; a damaged file is an error all the same.
+    """
 
     def __init__(self, root: Path, entry: dict[str, Any], spec: StoreSpec):
         self.name = entry["name"]
@@ -111,8 +120,9 @@ class Segment:
         self.rows = int(entry["rows"])
         self.sources: list[str] = list(entry["sources"])
         self.assign_file: str | None = entry.get("assign")
-        sizes = entry.get("sizes") or {}
-        hashes = entry.get("hashes") or {}
+        self._spec = spec
+        self._sizes = entry.get("sizes") or {}
+        self._hashes = entry.get("hashes") or {}
         try:
             st = os.lstat(self.dir)
         except FileNotFoundError:
@@ -120,58 +130,87 @@ class Segment:
         if not stat.S_ISDIR(st.st_mode):
             raise StoreError(f"store segment {self.dir} is not a directory (a link or a file); "
                              f"{DAMAGED}")
-        arrays: dict[str, np.ndarray] = {}
-        for key in _SEG_FILES + _JPEG_FILES:
-            p = self.dir / f"{key}.npy"
-            if key in _JPEG_FILES and f"{key}.npy" not in sizes:
-                continue
-            verify_file(p, sizes.get(f"{key}.npy"), hashes.get(f"{key}.npy"))
-            arrays[key] = load_npy(p, mmap=key in _MAPPED)
-        self.ids = np.asarray(arrays["ids"], dtype=np.int64)
-        self.vectors = arrays["vectors"]
-        self.text_vectors = arrays["text_vectors"]
-        self.has_text = np.asarray(arrays["has_text"], dtype=bool)
-        self.start = np.asarray(arrays["start"], dtype=np.float64)
-        self.end = np.asarray(arrays["end"], dtype=np.float64)
-        self.source = np.asarray(arrays["source"], dtype=np.int32)
-        self.level = np.asarray(arrays["level"], dtype=np.int16)
-        self.tok_off = np.asarray(arrays["tok_off"], dtype=np.int64)
-        self.tokens = arrays["tokens"]
-        self.token_times = arrays["token_times"]
-        self.token_positions = arrays["token_positions"]
-        self.jpeg = arrays.get("jpeg")
-        self.jpeg_off = arrays.get("jpeg_off")
+        self._has_jpeg = all(f"{k}.npy" in self._sizes for k in _JPEG_FILES)
+        for name in self._files():   # present, regular, of the recorded size
+            verify_file(self.dir / name, self._sizes.get(name), None)
+        self._arrays: dict[str, np.ndarray] = {}
+        small = {key: self._load(key) for key in _SEG_FILES if key not in _LAZY}
+        self.ids = np.asarray(small["ids"], dtype=np.int64)
+        self.has_text = np.asarray(small["has_text"], dtype=bool)
+        self.start = np.asarray(small["start"], dtype=np.float64)
+        self.end = np.asarray(small["end"], dtype=np.float64)
+        self.source = np.asarray(small["source"], dtype=np.int32)
+        self.level = np.asarray(small["level"], dtype=np.int16)
+        self.tok_off = np.asarray(small["tok_off"], dtype=np.int64)
         n = self.rows
         off = self.tok_off
         rows_ok = all(len(a) == n for a in (self.ids, self.has_text, self.start, self.end,
                                              self.source, self.level))
-        if not (rows_ok and self.vectors.shape == (n, spec.vector_dim)
-                and self.text_vectors.shape == (n, spec.text_dim)
-                and len(off) == n + 1 and off[0] == 0 and bool(np.all(np.diff(off) >= 0))
-                and self.tokens.ndim == 2 and off[-1] == self.tokens.shape[0]
-                and (self.tokens.shape[0] == 0 or self.tokens.shape[1] == spec.vector_dim)
-                and len(self.token_times) == len(self.token_positions) == self.tokens.shape[0]
+        if not (rows_ok and len(off) == n + 1 and off[0] == 0 and bool(np.all(np.diff(off) >= 0))
                 and (n == 0 or (int(self.source.min()) >= 0
-                                and int(self.source.max()) < len(self.sources)))
-                and (self.jpeg_off is None
-                     or (len(self.jpeg_off) == n + 1 and self.jpeg_off[0] == 0
-                         and bool(np.all(np.diff(self.jpeg_off) >= 0))
-                         and self.jpeg_off[-1] == len(self.jpeg)))):
+                                and int(self.source.max()) < len(self.sources)))):
             raise StoreError(f"store segment {self.dir} is inconsistent (expected {n} rows, "
                              f"token offsets within the tokens); {DAMAGED}")
         self.meta_path = self.dir / "meta.jsonl"
-        verify_file(self.meta_path, sizes.get("meta.jsonl"), hashes.get("meta.jsonl"))
         self._meta: list[dict[str, Any]] | None = None
         self.assign: np.ndarray | None = None
         if self.assign_file:
             p = self.dir / self.assign_file
-            verify_file(p, sizes.get(self.assign_file), hashes.get(self.assign_file))
+            verify_file(p, self._sizes.get(self.assign_file), self._hashes.get(self.assign_file))
             self.assign = np.asarray(load_npy(p), dtype=np.int64)
+
+    def _files(self) -> list[str]:
+        keys = _SEG_FILES + (_JPEG_FILES if self._has_jpeg else ())
+        return [f"{k}.npy" for k in keys] + ["meta.jsonl"]
+
+    def _load(self, key: str) -> np.ndarray:
+        """The checked (size and checksum) array of ``key``.npy, memory-mapped if bulky."""
+        p = self.dir / f"{key}.npy"
+        try:
+            verify_file(p, self._sizes.get(f"{key}.npy"), self._hashes.get(f"{key}.npy"))
+        except FileNotFoundError as err:
+            raise StoreError(f"store file {p} is gone (a newer commit may have removed it); "
+                             "fix: reopen the store, or re-index into a new --store if it "
+                             "persists") from err
+        return load_npy(p, mmap=key in _MAPPED)
+
+    def _bulky(self, key: str) -> np.ndarray:
+        arr = self._arrays.get(key)
+        if arr is None:
+            arr = self._load(key)
+            self._arrays[key] = arr
+            self._check(key, arr)
+        return arr
+
+    def _check(self, key: str, arr: np.ndarray) -> None:
+        n, off, dim = self.rows, self.tok_off, self._spec.vector_dim
+        ok = {"vectors": lambda: arr.shape == (n, dim),
+              "text_vectors": lambda: arr.shape == (n, self._spec.text_dim),
+              "tokens": lambda: arr.ndim == 2 and off[-1] == arr.shape[0]
+              and (arr.shape[0] == 0 or arr.shape[1] == dim),
+              "token_times": lambda: arr.shape == (int(off[-1]),),
+              "token_positions": lambda: arr.shape == (int(off[-1]),),
+              "jpeg_off": lambda: len(arr) == n + 1 and arr[0] == 0
+              and bool(np.all(np.diff(arr) >= 0)) and arr[-1] == len(self._bulky("jpeg")),
+              }.get(key, lambda: True)()
+        if not ok:
+            raise StoreError(f"store segment {self.dir} is inconsistent ({key}.npy does not fit "
+                             f"its {n} rows); {DAMAGED}")
+
+    vectors = property(lambda self: self._bulky("vectors"))
+    text_vectors = property(lambda self: self._bulky("text_vectors"))
+    tokens = property(lambda self: self._bulky("tokens"))
+    token_times = property(lambda self: self._bulky("token_times"))
+    token_positions = property(lambda self: self._bulky("token_positions"))
+    jpeg = property(lambda self: self._bulky("jpeg") if self._has_jpeg else None)
+    jpeg_off = property(lambda self: self._bulky("jpeg_off") if self._has_jpeg else None)
 
     @property
     def meta(self) -> list[dict[str, Any]]:
         if self._meta is None:
             try:
+                verify_file(self.meta_path, self._sizes.get("meta.jsonl"),
+                            self._hashes.get("meta.jsonl"))
                 lines = self.meta_path.read_text(encoding="utf-8").splitlines()
                 meta = [json.loads(line) for line in lines if line]
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:

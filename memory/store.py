@@ -592,7 +592,7 @@ class MemoryStore:
         self._tok_file = tok_name   # the writer's token and lexical indexes are this commit's
         self._lex_file = lex_name
         # the writer's indexes already hold this state unless they were retrained/rebuilt
-        keep = not retrain and (self._index.kind == "ivf") == use_ivf and (
+        keep = self._index.built and not retrain and (self._index.kind == "ivf") == use_ivf and (
             hnsw_name is None or self._index.kind == "hnsw")
         self._load_manifest(m, None, keep_index=keep)
         self._gc()

@@ -313,19 +313,21 @@ class Retriever:
     def _image_candidates(self, qp: np.ndarray, views: list[_View], source: str | None,
                           table) -> list[int]:
         """Every clip (of ``source``) while the store is small enough to score them all (or
-        ``image_shortlist`` is 0), else the ``image_shortlist`` clips the store's token index
-        finds closest to the views (memory/tokenindex.py), with the clips nearest to the
+        ``image_shortlist`` is 0), else the ``image_shortlist`` clip groups the store's token
+        index finds closest to the views (memory/tokenindex.py: one clip of each group of
+        near-identical clips; the best groups' other clips join after exact scoring, in
+        :meth:`_expand_groups`), with the clips nearest to the
         pooled query and the views' means when pooled vectors count (``late_interaction``
         below 1, or no kept tokens)."""
         ids = np.asarray(table["id"])
         if source is not None:
             code = list(table["source_names"]).index(source)
             ids = ids[np.asarray(table["source"]) == code]
-        k = self.config.image_shortlist
-        if k == 0 or len(ids) <= max(self.config.image_exhaustive, k):
+        if not self._shortlisted(len(ids)):
             return sorted(int(i) for i in ids)
         tokens = self.store.token_index()
-        found = set(tokens.shortlist([(v.tokens, v.weights) for v in views], k,
+        found = set(tokens.shortlist([(v.tokens, v.weights) for v in views],
+                                     self.config.image_shortlist,
                                      ids if source is not None else None))
         if self.config.late_interaction < 1.0 or not len(tokens):
             # pooled vectors count too (or are all a store without kept tokens has)
@@ -334,7 +336,7 @@ class Retriever:
                 found |= self._dense_candidates(v.mean, "visual", source)
         return sorted(found)
 
-    def _score_image(self, image: np.ndarray, source: str | None, table, rowpos
+    def _score_image(self, image: np.ndarray, source: str | None, table, rowpos, top_k: int
                      ) -> tuple[dict[int, float], np.ndarray]:
         if self.vision_encoder is None:
             raise QueryError("an image question needs the vision encoder the store was built "
@@ -363,7 +365,30 @@ class Retriever:
         mixed = np.where(has, (1 - w) * pooled + w * np.nan_to_num(tok),
                          -1.0 if w >= 1.0 else pooled)
         scores = dict(zip(cand, mixed.tolist()))
+        n = len(table["id"]) if source is None else \
+            int(np.count_nonzero(table["source_names"][table["source"]] == source))
+        if self._shortlisted(n):
+            self._expand_groups(scores, top_k, source, table)
         return scores, qp
+
+    def _shortlisted(self, n: int) -> bool:
+        """Image candidates among ``n`` clips come from the token index's shortlist."""
+        k = self.config.image_shortlist
+        return not (k == 0 or n <= max(self.config.image_exhaustive, k))
+
+    def _expand_groups(self, scores: dict[int, float], top_k: int, source: str | None,
+                       table) -> None:
+        """The best ``top_k`` scored clips bring in the rest of their token-index groups
+        (clips near-identical to them, scored alike), as scoring every clip would rank them."""
+        tokens = self.store.token_index()
+        ok = None
+        if source is not None:
+            code = list(table["source_names"]).index(source)
+            ok = set(table["id"][table["source"] == code].tolist())
+        for cid, s in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]:
+            for m in tokens.group(cid):
+                if m not in scores and (ok is None or m in ok):
+                    scores[m] = s
 
     # ------------------------------------------------------------------ public
     def retrieve(self, question: Question, *, top_k: int | None = None,
@@ -389,7 +414,7 @@ class Retriever:
         parts: list[dict[int, float]] = []
         q_visual: np.ndarray | None = None
         if question.image is not None:
-            s, q_visual = self._score_image(question.image, source, table, rowpos)
+            s, q_visual = self._score_image(question.image, source, table, rowpos, top_k)
             parts.append(s)
         if question.text.strip():
             parts.append(self._score_text(question, source, table, rowpos))

@@ -13,7 +13,8 @@ Layout of a store directory::
     deleted-<gen>.npy        ids removed since their segment was written
     centroids-<q>.npy        IVF centroids (index "ivf")
     hnsw-<gen>.faiss         the HNSW graph (index "hnsw")
-    tokidx-<gen>.faiss       the token index of image questions (memory/tokenindex.py)
+    tokidx-<gen>.npz         the token index of image questions (memory/tokenindex.py;
+                             stores written before clip groups have tokidx-<gen>.faiss)
     lexidx-<gen>.npz         the lexical index of text questions (memory/lexical.py)
 
 A commit writes new files under new names, then atomically replaces ``manifest.json``
@@ -58,7 +59,7 @@ _SEG_FILES = ("ids", "vectors", "text_vectors", "has_text", "start", "end", "sou
 # the only names a manifest may give (plain names inside the store, never paths)
 _NAMES = {"segment": re.compile(r"seg-\d{8,}(-\d+)?"), "deleted": re.compile(r"deleted-\d{8,}\.npy"),
           "centroids": re.compile(r"centroids-\d+\.npy"), "hnsw": re.compile(r"hnsw-\d{8,}\.faiss"),
-          "tokindex": re.compile(r"tokidx-\d{8,}\.faiss"),   # memory/tokenindex.py
+          "tokindex": re.compile(r"tokidx-\d{8,}\.(faiss|npz)"),   # memory/tokenindex.py
           "lexindex": re.compile(r"lexidx-\d{8,}\.npz"),     # memory/lexical.py
           "assign": re.compile(r"assign-\d+\.npy")}
 ATTACHABLE = frozenset({"config.yaml"})  # files a pipeline keeps beside the store (attach())
@@ -504,7 +505,7 @@ def _write_segment_files(root: Path, tmp: Path, name: str, clips: Sequence[ClipM
 
 
 _TEMP_NAME = re.compile(r"\.tmp-seg-\d{8,}-\d+|\.(manifest\.json|deleted-\d{8,}\.npy|"
-                        r"centroids-\d+\.npy|(hnsw|tokidx)-\d{8,}\.faiss|lexidx-\d{8,}\.npz)"
+                        r"centroids-\d+\.npy|(hnsw|tokidx)-\d{8,}\.faiss|(tokidx|lexidx)-\d{8,}\.npz)"
                         r"\.\w+\.tmp")
 
 

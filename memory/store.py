@@ -607,7 +607,7 @@ class MemoryStore:
                 p = self.path / name
                 verify_file(p, *((self._manifest.get("files") or {}).get(name) or (None, None)))
                 self._tok = tokenindex.TokenIndex.read(p, self.spec.vector_dim)
-            else:
+            if self._tok is None:
                 self._tok = tokenindex.TokenIndex(self.spec.vector_dim)
         if self._tok.sync(self) and self.mode == "r":
             log.info("the store %s has no current token index; built one for this reader "

@@ -40,6 +40,9 @@ TRAIN_CLIPS = 4096    # IVF-PQ: clips whose centroids train the lists and codebo
 NPROBE = 32           # IVF lists visited per query token
 NEIGHBOURS = 256      # nearest centroids looked up per query token
 BATCH = 512           # clips read at a time while building
+GROUP_SIM = 0.98      # a clip joins a group when each of its centroids is this similar ...
+GROUP_PROBE = 32      # ... to one of the representative's, as many (candidates: among this
+                      # many nearest centroids of any of its own)
 
 
 class ClipSource(Protocol):
@@ -53,7 +56,14 @@ class ClipSource(Protocol):
 
 
 def file_name(generation: int) -> str:
-    return f"tokidx-{generation:08d}.faiss"
+    return f"tokidx-{generation:08d}.npz"
+
+
+def _runs(owner: np.ndarray) -> Iterator[tuple[int, slice]]:
+    """``(clip id, rows)`` of each run of equal ids in ``owner``."""
+    cut = np.flatnonzero(np.diff(owner)) + 1
+    for a, b in zip(np.r_[0, cut], np.r_[cut, len(owner)]):
+        yield int(owner[a]), slice(int(a), int(b))
 
 
 def clip_centroids(clip: ClipMemory) -> np.ndarray:
@@ -95,13 +105,22 @@ def _pq_codes(dim: int) -> int:
 
 
 class TokenIndex:
-    """Clip-token centroids under clip ids; :meth:`shortlist` answers image questions."""
+    """Clip-token centroids of group representatives under their clip ids (each clip of a
+    group near-identical to its representative); :meth:`shortlist` answers image questions."""
 
-    def __init__(self, dim: int, index: Any = None):
+    def __init__(self, dim: int, index: Any = None, clips: np.ndarray | None = None,
+                 reps: np.ndarray | None = None):
         self.dim = int(dim)
         self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
-        self.ids = self._covered()   # clips it holds centroids of
+        clips = np.zeros(0, np.int64) if clips is None else np.asarray(clips, np.int64)
+        reps = clips if reps is None else np.asarray(reps, np.int64)
+        self.rep: dict[int, int] = dict(zip(clips.tolist(), reps.tolist()))   # clip -> its group's
+        self.members: dict[int, list[int]] = {}                             # representative -> group
+        for c, r in self.rep.items():
+            self.members.setdefault(r, []).append(c)
+        self.ids = np.sort(clips)    # clips it covers (those without kept tokens too)
         self.dirty = False           # changed since it was read or written
+        self._sizes: dict[int, int] | None = None   # representative -> centroids held
 
     def __len__(self) -> int:
         """Centroids held."""
@@ -115,13 +134,21 @@ class TokenIndex:
     def _ivf(self) -> Any:
         return faiss.extract_index_ivf(self.index)
 
-    def _covered(self) -> np.ndarray:
+    def _held(self) -> np.ndarray:
+        """The owner of every centroid the index holds."""
         if self.kind == "flat":
-            return np.unique(faiss.vector_to_array(self.index.id_map).astype(np.int64))
+            return faiss.vector_to_array(self.index.id_map).astype(np.int64)
         inv = self._ivf.invlists
         ids = [np.array(faiss.rev_swig_ptr(inv.get_ids(lst), inv.list_size(lst)), np.int64)
                for lst in range(inv.nlist) if inv.list_size(lst)]
-        return np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
+        return np.concatenate(ids) if ids else np.zeros(0, np.int64)
+
+    @property
+    def sizes(self) -> dict[int, int]:
+        if self._sizes is None:
+            owner, n = np.unique(self._held(), return_counts=True)
+            self._sizes = dict(zip(owner.tolist(), n.tolist()))
+        return self._sizes
 
     # ------------------------------------------------------------------ building
     def sync(self, store: ClipSource) -> bool:
@@ -133,25 +160,106 @@ class TokenIndex:
         new = np.setdiff1d(live, self.ids, assume_unique=True)
         if not len(gone) and not len(new):
             return False
-        per_clip = self.index.ntotal / len(self.ids) if len(self.ids) else PER_CLIP
-        expect = self.index.ntotal + per_clip * len(new)
-        grown = (self.kind == "flat" and expect > IVF_FROM) or \
-            (self.kind == "ivfpq" and expect > 8 * self._ivf.nlist ** 2)
-        if not (grown and self._rebuild(store, live)):
-            if len(gone):
-                self.index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(gone)))
-            for owner, cents in _centroids_of(store, new):
-                self.index.add_with_ids(cents, owner)
+        self._drop(store, gone.tolist())
+        for lo in range(0, len(new), BATCH):
+            part = new[lo:lo + BATCH]
+            per_rep = self.index.ntotal / len(self.sizes) if self.sizes else PER_CLIP
+            expect = self.index.ntotal + per_rep * len(part)
+            if (self.kind == "flat" and expect > IVF_FROM) or \
+                    (self.kind == "ivfpq" and expect > 8 * self._ivf.nlist ** 2):
+                self._rebuild(store)
+            for owner, cents in _centroids_of(store, part):
+                self._add(owner, cents)
+            for cid in part.tolist():   # clips that kept no tokens: groups without centroids
+                if cid not in self.rep:
+                    self.rep[cid] = cid
+                    self.members[cid] = [cid]
         self.ids = live.astype(np.int64)
         self.dirty = True
         return True
 
-    def _rebuild(self, store: ClipSource, live: np.ndarray) -> bool:
-        """The index of the clips ``live`` built as IVF-PQ (False: too few centroids to
-        train it on; nothing changed)."""
-        n = PER_CLIP * len(live)
-        log.info("token index of %s: training IVF-PQ lists for %d clips", store.path, len(live))
-        pick = live[np.unique(np.linspace(0, len(live) - 1, min(TRAIN_CLIPS, len(live))).astype(int))]
+    def _add(self, owner: np.ndarray, cents: np.ndarray) -> None:
+        """Each clip of ``owner`` (its centroids ``cents``) joins the group of a representative
+        whose centroids match its own (:func:`near_identical`) or starts a group of its own."""
+        for cid, rows in _runs(owner):
+            c = cents[rows]
+            rep = self._group_of(c)
+            if rep is None:
+                self.index.add_with_ids(c, np.full(len(c), cid, np.int64))
+                self.sizes[cid] = len(c)
+                rep = cid
+            self.rep[cid] = rep
+            self.members.setdefault(rep, []).append(cid)
+
+    def _group_of(self, c: np.ndarray) -> int | None:
+        """The representative with as many centroids as ``c`` whose centroids each of ``c``
+        matches (similarity at least :data:`GROUP_SIM`), or None.
+
+        Candidates: the representatives close to any of ``c`` (among its :data:`GROUP_PROBE`
+        nearest centroids); each is then checked against every centroid of ``c``."""
+        if not self.index.ntotal:
+            return None
+        q = np.ascontiguousarray(c, np.float32)
+        sims, ids = self.index.search(q, int(min(GROUP_PROBE, self.index.ntotal)))
+        cands = sorted({int(r) for r in ids[(sims >= GROUP_SIM) & (ids >= 0)].tolist()
+                        if self.sizes.get(int(r)) == len(c)})
+        if not cands:
+            return None
+        sel = np.array(cands, np.int64)
+        sims, ids = self.index.search(q, int(min(self.index.ntotal, len(c) * len(sel))),
+                                      params=self._params(sel))
+        for r in cands:
+            if bool(np.all(((ids == r) & (sims >= GROUP_SIM)).any(axis=1))):
+                return r
+        return None
+
+    def _params(self, allowed: np.ndarray) -> Any:
+        """Search parameters that keep to the ids ``allowed``."""
+        sel = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, np.int64))
+        return faiss.SearchParameters(sel=sel) if self.kind == "flat" else \
+            faiss.SearchParametersIVF(sel=sel, nprobe=self._ivf.nprobe)
+
+    def _drop(self, store: ClipSource, gone: list[int]) -> None:
+        """Forget the clips ``gone``; a group that lost its representative gets its lowest
+        remaining member as the new one (its centroids read from ``store``)."""
+        if not gone:
+            return
+        gone_set = set(gone)
+        lost = sorted({self.rep[c] for c in gone if self.rep.get(c) == c})
+        for c in gone:
+            r = self.rep.pop(c, None)
+            if r is not None and r not in lost:
+                self.members[r].remove(c)
+        if lost:
+            self.index.remove_ids(faiss.IDSelectorBatch(np.array(lost, np.int64)))
+        heirs = []
+        for r in lost:
+            rest = [m for m in self.members.pop(r) if m not in gone_set]
+            self.sizes.pop(r, None)
+            for m in rest:
+                self.rep.pop(m, None)
+            heirs.append(rest)
+        # each heir group's members rejoin through _add (the first becomes the representative)
+        for rest in heirs:
+            if not rest:
+                continue
+            first = np.array(rest[:1], np.int64)
+            for owner, cents in _centroids_of(store, first):
+                self.index.add_with_ids(cents, owner)
+                self.sizes[int(first[0])] = len(cents)
+            self.members[int(first[0])] = list(rest)
+            for m in rest:
+                self.rep[m] = int(first[0])
+
+    def _rebuild(self, store: ClipSource) -> bool:
+        """The index of the groups' representatives built as IVF-PQ (False: too few
+        centroids to train it on; nothing changed)."""
+        reps = np.array(sorted(self.members), np.int64)
+        n = PER_CLIP * max(1, len(reps))
+        log.info("token index of %s: training IVF-PQ lists for %d clip groups", store.path,
+                 len(reps))
+        pick = reps[np.unique(np.linspace(0, len(reps) - 1, min(TRAIN_CLIPS, len(reps))).astype(int))] \
+            if len(reps) else reps
         train = [c for _, c in _centroids_of(store, pick)]
         if sum(len(c) for c in train) < 4 * 256:   # too few to train the codebooks: stay exact
             return False
@@ -165,39 +273,57 @@ class TokenIndex:
         if d < self.dim:
             index = faiss.IndexPreTransform(faiss.PCAMatrix(self.dim, d), index)
         index.train(train)
-        for owner, cents in _centroids_of(store, live):
+        for owner, cents in _centroids_of(store, reps):
             index.add_with_ids(cents, owner)
         self.index = index
+        self._sizes = None
         return True
 
     # ------------------------------------------------------------------ files
     def write(self, path: Path) -> None:
+        clips = np.fromiter(self.rep, np.int64, len(self.rep))
+        reps = np.fromiter(self.rep.values(), np.int64, len(self.rep))
         data = faiss.serialize_index(self.index)
-        atomic_write(path, lambda fh: fh.write(data.tobytes()))
+        atomic_write(path, lambda fh: np.savez(fh, index=data, clips=clips, reps=reps))
         self.dirty = False
 
     @classmethod
-    def read(cls, path: Path, dim: int) -> "TokenIndex":
+    def read(cls, path: Path, dim: int) -> "TokenIndex | None":
+        """The index saved at ``path``; None for one of the form written before clips were
+        grouped (``.faiss``: to be rebuilt)."""
+        if path.suffix == ".faiss":
+            log.info("the token index %s predates clip groups: rebuilding it", path)
+            return None
         try:
-            raw = faiss.read_index(str(path))   # already of its own class
-        except RuntimeError as err:
+            with np.load(path, allow_pickle=False) as z:
+                data, clips, reps = z["index"], z["clips"], z["reps"]
+            raw = faiss.deserialize_index(np.ascontiguousarray(data, np.uint8))
+        except (OSError, ValueError, KeyError, RuntimeError) as err:
             raise StoreError(f"the store's token index {path} cannot be read "
                              f"({str(err).splitlines()[0]}); fix: the store is damaged, "
                              "re-index into a new --store") from err
         if not isinstance(raw, (faiss.IndexIDMap2, faiss.IndexIVFPQ, faiss.IndexPreTransform)) \
-                or raw.d != dim:
+                or raw.d != dim or clips.shape != reps.shape or clips.dtype != np.int64:
             raise StoreError(f"the store's token index {path} is not one a store of {dim}-d "
                              "tokens writes; fix: the store is damaged, re-index into a new --store")
-        out = cls(dim, raw)
+        out = cls(dim, raw, clips, reps)
         if out.kind == "ivfpq":
             out._ivf.nprobe = min(NPROBE, out._ivf.nlist)
         return out
 
+    def group(self, cid: int) -> list[int]:
+        """The clips of ``cid``'s group (itself first when it is the representative)."""
+        return self.members.get(self.rep.get(cid, cid), [cid])
+
     # ------------------------------------------------------------------ asking
     def shortlist(self, views: Sequence[tuple[np.ndarray, np.ndarray]], k: int,
                   allowed: np.ndarray | None = None) -> list[int]:
-        """The ``k`` clips whose centroids best match one of ``views`` (each ``(tokens [m, D]
-        unit, weights [m])``), among ``allowed`` ids (all when None), best first.
+        """The ``k`` clip groups whose centroids best match one of ``views`` (each ``(tokens
+        [m, D] unit, weights [m])``), among ``allowed`` ids (all when None), best first: of
+        each its representative, or its first allowed member (:meth:`group` gives the rest).
+
+        Near-identical clips (hours of the same scene) hold one group's centroids, so they
+        take one place in a shortlist and in each token's nearest centroids, not all of them.
 
         A view token's similarity to a clip is that of the clip's nearest centroid when it is
         among the token's :data:`NEIGHBOURS` nearest, else the last of those (an upper bound),
@@ -215,10 +341,8 @@ class TokenIndex:
             allowed = np.ascontiguousarray(allowed, np.int64)
             if not len(allowed):
                 return []
-            sel = faiss.IDSelectorBatch(allowed)
-            params = faiss.SearchParameters(sel=sel) if self.kind == "flat" else \
-                faiss.SearchParametersIVF(sel=sel, nprobe=self._ivf.nprobe)
-            sims, ids = self.index.search(q, kk, params=params)
+            reps = np.unique([self.rep.get(a, a) for a in allowed.tolist()]).astype(np.int64)
+            sims, ids = self.index.search(q, kk, params=self._params(reps))
         found = ids >= 0
         floor = np.where(found, sims, np.inf).min(axis=1)            # [M] bound for the unseen
         floor = np.where(np.isfinite(floor), floor, 0.0).astype(np.float32)
@@ -239,5 +363,8 @@ class TokenIndex:
         np.add.at(per_view, owner[rows[best]] * len(clips) + col[best], wq[rows[best]] * gain[best])
         base = np.bincount(owner, weights=wq * floor, minlength=len(views))   # [V]
         score = (per_view.reshape(len(views), len(clips)) + base[:, None]).max(axis=0)
-        top = np.argsort(-score, kind="stable")[:k]
-        return [int(c) for c in clips[top]]
+        top = [int(c) for c in clips[np.argsort(-score, kind="stable")[:k]]]
+        if allowed is not None:
+            ok = set(allowed.tolist())
+            top = [c if c in ok else min(m for m in self.group(c) if m in ok) for c in top]
+        return top

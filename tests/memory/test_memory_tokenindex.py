@@ -239,3 +239,59 @@ def test_a_process_killed_during_commit_leaves_a_valid_index(tmp_path, spec):
     with MemoryStore.open(path, spec, mode="r") as r:
         _covers_live(r)
         assert len(r) == 35
+
+
+def test_identical_copies_do_not_crowd_the_shortlist(tmp_path, spec, monkeypatch):
+    """Hours of one scene: 300 identical copies of a clip showing the query's token ``a``
+    (and something like ``b`` beside it) and 300 of another showing ``b`` fill both tokens'
+    nearest centroids, so a shortlist of single clips never sees the needle; grouped, each
+    scene takes one place, and the shortlist ranks as exhaustive scoring does (the needle,
+    then copies that tie, brought in from the best groups)."""
+    query, _ = _trap_store(tmp_path / "s", spec)
+    a, b = query[1], query[2]
+    scenes = []
+    for n, (pos, t) in enumerate(((1, a), (2, b))):
+        scene = make_clip(N_CLIPS + n, tokens=8)
+        tk = unit(np.asarray(scene.tokens, np.float32))
+        tk[pos] = t
+        if n == 0:   # next to it something like b: these copies rank right after the needle
+            tk[2] = unit(b + 0.6 * unit(np.random.default_rng(7).normal(size=DV)))
+        scenes += [dataclasses.replace(scene, start=s0, end=s0 + 4.0, keyframes=(s0 + 1.0,),
+                                       token_times=np.full(8, s0, np.float32),
+                                       tokens=tk.astype(np.float16))
+                   for s0 in 4.0 * np.arange(N_CLIPS + 300 * n, N_CLIPS + 300 * (n + 1))]
+    with MemoryStore.open(tmp_path / "s", spec, mode="a") as w:
+        ids = w.add(scenes)
+        w.commit()
+    copies_a, copies_b = ids[:300], ids[300:]
+    store = MemoryStore.open(tmp_path / "s", spec, mode="r")
+    ti = store.token_index()
+    assert not ti.dirty
+    assert sorted(ti.group(copies_a[0])) == copies_a and sorted(ti.group(copies_b[7])) == copies_b
+    views = [(np.stack([a, b]), np.array([0.5, 0.5], np.float32))]
+    assert NEEDLE in ti.shortlist(views, 8)
+    enc = TableVision(unit(query.sum(0))[None], query[None])
+
+    def top(cfg: RetrievalConfig) -> list[int]:
+        ctx = Retriever(store, cfg, vision_encoder=enc).retrieve(Question(image=image(0)))
+        return [it.clip.id for it in ctx.hits()]
+
+    exhaustive = top(RetrievalConfig(top_k=3, anchors=0, image_shortlist=0))
+    short = top(RetrievalConfig(top_k=3, anchors=0, image_shortlist=8, image_exhaustive=0))
+    assert exhaustive == [NEEDLE, *copies_a[:2]] and short == exhaustive
+    # the group's first clip removed: the next takes its place (and the file says so)
+    with MemoryStore.open(tmp_path / "s", spec, mode="a") as w:
+        w.remove([copies_a[0]])
+        w.commit()
+    assert store.refresh()
+    ti = store.token_index()
+    assert not ti.dirty and sorted(ti.group(copies_a[1])) == copies_a[1:]
+    assert {NEEDLE, copies_a[1]} <= set(ti.shortlist(views, 8))
+    # the same store indexed clip by clip (no groups): the copies crowd the needle out
+    monkeypatch.setattr(tokenindex, "GROUP_SIM", 2.0)
+    single = tokenindex.TokenIndex(DV)
+    single.sync(store)
+    assert len(single.members) == len(store)
+    assert NEEDLE not in single.shortlist(views, 8)
+    # a source filter is honoured: the group's first allowed clip stands for it
+    assert ti.shortlist(views, 8, np.array(copies_a[5:], np.int64)) == [copies_a[5]]

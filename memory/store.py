@@ -186,7 +186,7 @@ class MemoryStore:
                                       | {c.source_id for c in self._pending.values()})
         self._src_code = {s: i for i, s in enumerate(src_names)}
         self._src_names = src_names
-        ids, segi, rows, start, end, src, lev = [], [], [], [], [], [], []
+        ids, segi, rows, start, end, src, lev, txt = [], [], [], [], [], [], [], []
         deleted = np.fromiter(self._deleted, np.int64, len(self._deleted))
         for si, seg in enumerate(seg_list):
             live = ~np.isin(seg.ids, deleted) if len(deleted) else np.ones(seg.rows, bool)
@@ -197,6 +197,7 @@ class MemoryStore:
             start.append(seg.start[r])
             end.append(seg.end[r])
             lev.append(seg.level[r])
+            txt.append(seg.has_text[r])
             remap = np.array([self._src_code[s] for s in seg.sources], np.int32)
             src.append(remap[seg.source[r]] if len(seg.sources) else np.zeros(0, np.int32))
         self._seg_list = seg_list
@@ -208,6 +209,7 @@ class MemoryStore:
         self._end = cat(end, np.float64)
         self._src = cat(src, np.int32)
         self._lev = cat(lev, np.int16)
+        self._txt = cat(txt, bool)
         self._order = np.argsort(self._ids, kind="stable")
         self._sorted_ids = self._ids[self._order]
         # pending (uncommitted) clips of a writer
@@ -364,15 +366,11 @@ class MemoryStore:
         return ids
 
     def _has_text(self, ids: np.ndarray) -> np.ndarray:
-        out = np.zeros(len(ids), bool)
         pos, found = self._locate(ids)
-        fi = np.nonzero(found)[0]
-        segi, rows = self._segi[pos[fi]], self._rows[pos[fi]]
-        for si in np.unique(segi):
-            sel = segi == si
-            out[fi[sel]] = self._seg_list[int(si)].has_text[rows[sel]]
-        for i, cid in enumerate(ids.tolist()):
-            c = self._pending.get(cid)
+        out = found & self._txt[np.where(found, pos, 0)] if len(self._txt) else \
+            np.zeros(len(ids), bool)
+        for i in np.nonzero(~found)[0].tolist():
+            c = self._pending.get(int(ids[i]))
             if c is not None:
                 out[i] = c.text_vector is not None
         return out
@@ -484,7 +482,7 @@ class MemoryStore:
             self._deleted.update(int(i) for i in committed)
             keep = np.ones(len(self._ids), bool)
             keep[pos[found]] = False
-            for name in ("_ids", "_segi", "_rows", "_start", "_end", "_src", "_lev"):
+            for name in ("_ids", "_segi", "_rows", "_start", "_end", "_src", "_lev", "_txt"):
                 setattr(self, name, getattr(self, name)[keep])
             self._order = np.argsort(self._ids, kind="stable")
             self._sorted_ids = self._ids[self._order]

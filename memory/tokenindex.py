@@ -8,10 +8,16 @@ PCA projection of wide tokens) beyond. An image question's view tokens each look
 centroids; a clip scores, per view, the weighted sum of its best match to each view token,
 and the best-scoring clips are shortlisted.
 
-A store saves the index with each commit as ``tokidx-<gen>.faiss`` (named, sized and
-checksummed in the manifest like its other files); it is brought up to date at each commit
-(new clips added, removed and consolidated ones dropped) and rebuilt from the clips when a
-store has none or one that does not cover its live clips.
+Near-identical clips (a camera's hours of one scene) form a group: a clip whose every
+centroid is within :data:`GROUP_SIM` of one of a group's first clip's (and has as many)
+joins it and adds no centroids, so the group takes one place among a view token's nearest
+centroids and in the shortlist; :meth:`TokenIndex.group` gives its other clips.
+
+A store saves the index with each commit as ``tokidx-<gen>.npz`` (the serialised FAISS index
+and each clip's group; named, sized and checksummed in the manifest like its other files); it
+is brought up to date at each commit (new clips added, removed and consolidated ones dropped)
+and rebuilt from the clips when a store has none, one that does not cover its live clips, or
+one written before groups (``tokidx-<gen>.faiss``).
 """
 
 from __future__ import annotations
@@ -180,7 +186,7 @@ class TokenIndex:
 
     def _add(self, owner: np.ndarray, cents: np.ndarray) -> None:
         """Each clip of ``owner`` (its centroids ``cents``) joins the group of a representative
-        whose centroids match its own (:func:`near_identical`) or starts a group of its own."""
+        whose centroids match its own (:meth:`_group_of`) or starts a group of its own."""
         for cid, rows in _runs(owner):
             c = cents[rows]
             rep = self._group_of(c)

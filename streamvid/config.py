@@ -212,7 +212,7 @@ class RetrievalConfig(_Section):
     lexical_weight: float = _f(0.35, "weight of lexical matching in text retrieval", min=0.0, max=1.0)
     late_interaction: float = _f(1.0, "weight of token-level scores (the query's in-context views matched, in their layout, against each clip's kept tokens) in image retrieval; the rest is the pooled clip vector", min=0.0, max=1.0)
     image_exhaustive: int = _f(200, "image questions score every clip's kept tokens while the store (or source) has at most this many clips (about 15 minutes of video; above: the token index shortlists)", min=0)
-    image_shortlist: int = _f(64, "image questions on larger stores: clips the token index shortlists for the exact layout matching (0 = always score every clip)", min=0)
+    image_shortlist: int = _f(64, "image questions on larger stores: clip groups the token index shortlists for the exact layout matching (near-identical clips form one group) (0 = always score every clip)", min=0)
     recency_correction: bool = _f(True, "correct the drift of similarity towards late clips")
 
 

@@ -4,8 +4,8 @@
 and their checks, :mod:`memory.segments`), the writer lock (:mod:`memory.locking`), the
 FAISS indexes and candidate filter (:mod:`memory.search`) and the consolidation policy of
 a bounded store (:mod:`memory.consolidate`), the token index of image questions
-(:mod:`memory.tokenindex`) and the lexical index of text questions (:mod:`memory.lexical`). The layout of a store directory is described
-in :mod:`memory.segments`.
+(:mod:`memory.tokenindex`) and the lexical index of text questions (:mod:`memory.lexical`).
+The layout of a store directory is described in :mod:`memory.segments`.
 """
 
 from __future__ import annotations

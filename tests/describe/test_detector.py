@@ -120,6 +120,23 @@ def test_nanodet_counts_people_on_the_street_camera(nanodet):
     assert any(d.label in ("car", "truck") and d.box[0] > 0.75 and d.box[3] < 0.25 for d in dets)
 
 
+def test_nanodet_on_onnx_runtime_finds_what_torch_finds(nanodet, tmp_path, monkeypatch):
+    # exported into an empty cache, then the same detections as the graph run op by op
+    monkeypatch.setenv("STREAMVID_CACHE", str(tmp_path))
+    fresh = create_detector("nanodet")
+    _ = fresh.graph
+    assert fresh.runtime == "onnx" and list((tmp_path / "onnx").glob("nanodet-*.onnx"))
+    on_torch = create_detector("nanodet")
+    _ = on_torch.graph
+    on_torch._session = None
+    for t in (0.0, 5.0, 9.0):
+        img = _frame_at(DATA / "vtest_10s_1fps.mp4", t)
+        a, b = fresh.detect(img), on_torch.detect(img)
+        assert [d.label for d in a] == [d.label for d in b] and len(a) >= 3
+        assert np.allclose([d.box for d in a], [d.box for d in b], atol=2e-3)
+        assert np.allclose([d.score for d in a], [d.score for d in b], atol=2e-3)
+
+
 def test_nanodet_finds_nothing_in_a_plain_picture(nanodet):
     assert nanodet.detect(np.full((240, 320, 3), 128, np.uint8)) == ()
 

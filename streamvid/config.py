@@ -159,6 +159,7 @@ class DescribeConfig(_Section):
     local_top: int = _f(6, "local labels kept per clip", min=0, max=50)
     ocr: bool = _f(True, "read on-screen text (rapidocr)")
     ocr_interval: float = _f(2.0, "read on-screen text at most this often (s); a change in between is read as soon as allowed, so text shown longer than this is always read", min=0.0)
+    ocr_reuse: bool = _f(True, "OCR recognises a text box again only when its pixels changed since it was last read (the same place, no character's pixels changed): unchanged text keeps its words; false = every box at every read")
     ocr_min_score: float = _f(0.6, "OCR lines below this confidence are dropped", min=0.0, max=1.0)
     change_threshold: float = _f(0.05, "describe a frame only when it changed at least this much since the last described one", min=0.0, max=1.0)
     max_interval: float = _f(10.0, "describe at least one frame every this many seconds", min=0.0)

@@ -20,7 +20,7 @@ from ..registry import Registry
 from ..types import Describer, Description, Frame, FrameFeatures, VisionEncoder
 from .detect import COCO_CLASSES, DETECTORS, Detector, create_detector
 from .labels import LabelDescriber, has_classifier, readable_label
-from .ocr import LINE_SEP, OcrDescriber, TextLine, reading_order, sort_lines
+from .ocr import LINE_SEP, OcrDescriber, ReadMemory, TextLine, _outside, reading_order, sort_lines
 from .speech import SpeechDescriber
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,16 @@ __all__ = [
 THUMB = 32
 #: the gate's change score is the largest change of any cell of a GATE_CELLS x GATE_CELLS grid
 GATE_CELLS = 4
-#: OCR reads the whole frame when the changed region covers more than this fraction of it
+#: OCR reads the whole frame when the changed regions cover more than this fraction of it
 FULL_READ_AREA = 0.5
+#: OCR looks for what changed since it last read each part of the frame on a finer grid:
+#: OCR_CELLS x OCR_CELLS cells of an OCR_THUMB-side thumbnail (45 x 25 pixels of a 720 x 405
+#: frame, about a word of small text) ...
+OCR_THUMB = 64
+OCR_CELLS = 16
+#: ... a cell changed when its mean absolute difference reaches this (a line of small text
+#: appearing in a cell changes it by more; coding noise of a still picture by far less)
+OCR_CHANGE = 0.02
 
 
 def thumbnail(image: np.ndarray, side: int = THUMB) -> np.ndarray:
@@ -70,15 +78,42 @@ def picture_change(a: np.ndarray, b: np.ndarray, cells: int = GATE_CELLS) -> flo
     return float(cell_changes(a, b, cells).max())
 
 
-def _changed_region(changed: np.ndarray, height: int, width: int,
-                    lines: list[TextLine]) -> tuple[int, int, int, int]:
-    """Pixels ``(top, left, bottom, right)`` around the changed cells, half a cell of margin,
-    grown to contain every known text line it touches."""
+def _changed_regions(changed: np.ndarray, height: int, width: int,
+                     lines: list[TextLine]) -> list[tuple[int, int, int, int]]:
+    """Pixels ``(top, left, bottom, right)`` around each group of touching changed cells, half a
+    cell of margin, grown to contain every known text line they touch; regions that overlap
+    are merged into one."""
+    import cv2
+
     cells_y, cells_x = changed.shape
     ch, cw = height / cells_y, width / cells_x
-    rows, cols = np.nonzero(changed)
-    top, bottom = (rows.min() - 0.5) * ch, (rows.max() + 1.5) * ch
-    left, right = (cols.min() - 0.5) * cw, (cols.max() + 1.5) * cw
+    n, labels = cv2.connectedComponents(changed.astype(np.uint8), connectivity=8)
+    rects = []
+    for k in range(1, n):
+        rows, cols = np.nonzero(labels == k)
+        rects.append(((rows.min() - 0.5) * ch, (cols.min() - 0.5) * cw,
+                      (rows.max() + 1.5) * ch, (cols.max() + 1.5) * cw))
+    while True:
+        rects = [_grow(r, lines) for r in rects]
+        merged: list[tuple[float, float, float, float]] = []
+        for r in rects:
+            for i, m in enumerate(merged):
+                if r[0] < m[2] and r[2] > m[0] and r[1] < m[3] and r[3] > m[1]:
+                    merged[i] = (min(r[0], m[0]), min(r[1], m[1]), max(r[2], m[2]), max(r[3], m[3]))
+                    break
+            else:
+                merged.append(r)
+        if len(merged) == len(rects):
+            break
+        rects = merged
+    return [(max(0, int(t)), max(0, int(le)), min(height, int(np.ceil(b))), min(width, int(np.ceil(r))))
+            for t, le, b, r in rects]
+
+
+def _grow(rect: tuple[float, float, float, float],
+          lines: list[TextLine]) -> tuple[float, float, float, float]:
+    """``rect`` = (top, left, bottom, right) grown until every text line it touches is inside."""
+    top, left, bottom, right = rect
     grown = True
     while grown:
         grown = False
@@ -92,23 +127,19 @@ def _changed_region(changed: np.ndarray, height: int, width: int,
                 top, bottom = min(top, y0 - pad), max(bottom, y1 + pad)
                 left, right = min(left, x0 - pad), max(right, x1 + pad)
                 grown = True
-    return (max(0, int(top)), max(0, int(left)), min(height, int(np.ceil(bottom))),
-            min(width, int(np.ceil(right))))
-
-
-def _outside(box: np.ndarray, region: tuple[int, int, int, int]) -> bool:
-    top, left, bottom, right = region
-    return bool(box[:, 1].max() <= top or box[:, 1].min() >= bottom
-                or box[:, 0].max() <= left or box[:, 0].min() >= right)
+    return top, left, bottom, right
 
 
 class FrameDescriber(Describer):
     """Labels and/or on-screen text of a frame, gated on picture change.
 
-    When only part of the picture changed since the last described frame, OCR reads just that
-    part (at full resolution) and keeps the lines it read before elsewhere; the whole frame is
-    read again on the first frame, at a cut, every ``max_interval`` and when most of the
-    picture changed.
+    OCR reads only the parts of the frame that changed since it last read them (compared on a
+    finer grid than the gate's, :data:`OCR_CELLS`), at full resolution, and keeps the lines it
+    read before elsewhere; a frame in which no such part changed is not read at all. The whole
+    frame is read on the first frame, at a cut and when most of the picture changed. Text
+    boxes found again with the same pixels keep their words (:class:`ReadMemory`,
+    ``ocr_reuse``). The detector runs at most every ``detect_interval`` seconds, and not
+    when no part of the picture changed since it last ran (it found the same objects then).
     """
 
     name = "frame"
@@ -120,12 +151,17 @@ class FrameDescriber(Describer):
         self.ocr = ocr
         self.detector = detector
         self._last_detect_pts: float | None = None
+        self._detect_thumb: np.ndarray | None = None   # the picture the detector last saw
+        self._objects: tuple | None = None              # and what it found there
         self._last_thumb: np.ndarray | None = None
         self._last_pts: float | None = None
-        self._last_full_pts: float | None = None
+        self._ocr_ref: np.ndarray | None = None   # each OCR cell as it was when last read
+        self.ocr_unchanged = 0
         self._lines: list[TextLine] | None = None
         self._last_ocr_pts: float | None = None
-        self._pending: np.ndarray | None = None   # cells changed while OCR was deferred
+        self._pending = False   # the picture changed while OCR was deferred
+        # the words of every text box read, so that unchanged boxes are not read again
+        self._memory = ReadMemory() if config.ocr_reuse else None
         self.ocr_deferred = 0
         self.described = 0
         self.skipped = 0
@@ -133,6 +169,7 @@ class FrameDescriber(Describer):
         self.ocr_partial = 0
         self.seconds = {"labels": 0.0, "ocr": 0.0, "detect": 0.0}
         self.detected = 0
+        self.detect_reused = 0
 
     @property
     def enabled(self) -> bool:
@@ -153,24 +190,22 @@ class FrameDescriber(Describer):
         cells = None if fresh else cell_changes(self._last_thumb, thumb)  # type: ignore[arg-type]
         changed = cells is not None and float(cells.max()) >= cfg.change_threshold
         # a change seen while OCR was deferred is read as soon as the OCR interval allows
-        pending_due = (not fresh and self._pending is not None and self._last_ocr_pts is not None
+        pending_due = (not fresh and self._pending and self._last_ocr_pts is not None
                        and frame.pts - self._last_ocr_pts >= cfg.ocr_interval - 1e-6)
         if not (fresh or interval or changed or pending_due):
             self.skipped += 1
             return None
         self._last_thumb = thumb
         self._last_pts = frame.pts
-        full_due = (fresh or self._last_full_pts is None
-                    or (cfg.max_interval > 0 and frame.pts - self._last_full_pts >= cfg.max_interval - 1e-6))
-        region_cells = None if full_due or cells is None else cells >= cfg.change_threshold
-        return self._describe(frame, features, region_cells)
+        return self._describe(frame, features, not fresh, thumb)
 
     def describe(self, frame: Frame, features: FrameFeatures | None = None) -> Description:
         """Labels and on-screen text of ``frame``, without gating (OCR reads the whole frame)."""
-        return self._describe(frame, features, None)
+        return self._describe(frame, features, False)
 
-    def _describe(self, frame: Frame, features: FrameFeatures | None,
-                  changed: np.ndarray | None) -> Description:
+    def _describe(self, frame: Frame, features: FrameFeatures | None, gated: bool,
+                  thumb: np.ndarray | None = None) -> Description:
+        """``gated``: OCR may read only what changed since it last read (else the whole frame)."""
         labels: tuple[tuple[str, float], ...] = ()
         text = ""
         if self.labels is not None:
@@ -179,62 +214,93 @@ class FrameDescriber(Describer):
             self.seconds["labels"] += time.perf_counter() - t0
         if self.ocr is not None:
             t0 = time.perf_counter()
-            text = LINE_SEP.join(ln.text for ln in self._read(frame, changed))
+            text = LINE_SEP.join(ln.text for ln in self._read(frame, gated))
             self.seconds["ocr"] += time.perf_counter() - t0
         objects = None
         last = self._last_detect_pts
         if self.detector is not None and (
                 last is None or frame.pts < last or (features is not None and features.cut)
                 or frame.pts - last >= self.config.detect_interval - 1e-6):
-            t0 = time.perf_counter()
-            objects = self.detector.detect(frame.image)
-            self.seconds["detect"] += time.perf_counter() - t0
             self._last_detect_pts = frame.pts
-            self.detected += 1
+            same = (thumb is not None and self._detect_thumb is not None and last is not None
+                    and frame.pts > last and not (features is not None and features.cut)
+                    and self._detect_thumb.shape == thumb.shape
+                    and picture_change(self._detect_thumb, thumb) < self.config.change_threshold)
+            if same:
+                # no part of the picture changed since the detector last looked: the same objects
+                objects = self._objects
+                self.detect_reused += 1
+            else:
+                t0 = time.perf_counter()
+                objects = self.detector.detect(frame.image)
+                self.seconds["detect"] += time.perf_counter() - t0
+                self._detect_thumb, self._objects = thumb, objects
+                self.detected += 1
         self.described += 1
         return Description(labels=labels, text=text, objects=objects)
 
-    def _read(self, frame: Frame, changed: np.ndarray | None) -> list[TextLine]:
+    def _read(self, frame: Frame, gated: bool) -> list[TextLine]:
         if self.ocr is None:
             return []
-        iv = self.config.ocr_interval
-        if (changed is not None and self._lines is not None and self._last_ocr_pts is not None
-                and frame.pts - self._last_ocr_pts < iv - 1e-6):
-            # OCR read recently: keep its lines, remember what changed, read it next time
-            self._pending = changed.copy() if self._pending is None else (self._pending | changed)
+        if (gated and self._lines is not None and self._last_ocr_pts is not None
+                and self._last_ocr_pts <= frame.pts < self._last_ocr_pts + self.config.ocr_interval - 1e-6):
+            # OCR read recently: keep its lines, read what changed as soon as the interval allows
+            self._pending = True
             self.ocr_deferred += 1
             return self._lines
-        if changed is not None and self._pending is not None:
-            changed = changed | self._pending
-        self._pending = None
-        self._last_ocr_pts = frame.pts
+        self._pending = False
+        if self._memory is not None and self._last_ocr_pts is not None and frame.pts < self._last_ocr_pts:
+            self._memory.clear()   # another video
         h, w = frame.height, frame.width
-        region = None
-        if changed is not None and self._lines is not None:
-            if not changed.any():  # due by max_interval only, nothing moved: nothing new to read
+        fine = thumbnail(frame.image, OCR_THUMB)
+        regions = None
+        if gated and self._lines is not None and self._ocr_ref is not None:
+            changed = cell_changes(self._ocr_ref, fine, OCR_CELLS) >= OCR_CHANGE
+            if not changed.any():   # nothing changed where it was read: the same text
+                self.ocr_unchanged += 1
                 return self._lines
-            region = _changed_region(changed, h, w, self._lines)
-            top, left, bottom, right = region
-            if (bottom - top) * (right - left) > FULL_READ_AREA * h * w:
-                region = None
-        if region is None:
-            lines = self.ocr.read_lines(frame.image)
-            self._last_full_pts = frame.pts
+            regions = _changed_regions(changed, h, w, self._lines)
+            if sum((b - t) * (r - le) for t, le, b, r in regions) > FULL_READ_AREA * h * w:
+                regions = None
+        self._last_ocr_pts = frame.pts
+        if regions is None:
+            lines = self.ocr.read_lines(frame.image, self._memory)
+            self._ocr_ref = fine
             self.ocr_full += 1
         else:
-            kept = [ln for ln in self._lines or [] if _outside(ln.box, region)]
-            lines = sort_lines(kept + self.ocr.read_region(frame.image, region))
+            kept = [ln for ln in self._lines or [] if all(_outside(ln.box, r) for r in regions)]
+            for region in regions:
+                kept += self.ocr.read_region(frame.image, region, self._memory)
+                self._remember(fine, region, h, w)
+            lines = sort_lines(kept)
             self.ocr_partial += 1
         self._lines = lines
         return lines
+
+    def _remember(self, fine: np.ndarray, region: tuple[int, int, int, int], h: int, w: int) -> None:
+        """Take the OCR cells that lie wholly inside ``region`` (just read) from ``fine``."""
+        top, left, bottom, right = region
+        ch, cw = h / OCR_CELLS, w / OCR_CELLS
+        rows = [i for i in range(OCR_CELLS) if i * ch >= top - 1e-6 and (i + 1) * ch <= bottom + 1e-6]
+        cols = [j for j in range(OCR_CELLS) if j * cw >= left - 1e-6 and (j + 1) * cw <= right + 1e-6]
+        if rows and cols and self._ocr_ref is not None:
+            py, px = fine.shape[0] // OCR_CELLS, fine.shape[1] // OCR_CELLS
+            ys = slice(rows[0] * py, (rows[-1] + 1) * py)
+            xs = slice(cols[0] * px, (cols[-1] + 1) * px)
+            self._ocr_ref[ys, xs] = fine[ys, xs]
 
     @property
     def stats(self) -> dict[str, float]:
         """Frames described and skipped, and seconds spent per describer."""
         return {"described": self.described, "skipped": self.skipped, "ocr_full": self.ocr_full,
-                "ocr_partial": self.ocr_partial, "ocr_deferred": self.ocr_deferred, "labels_s": self.seconds["labels"],
+                "ocr_partial": self.ocr_partial, "ocr_deferred": self.ocr_deferred,
+                "ocr_unchanged": self.ocr_unchanged,
+                "ocr_boxes_read": self._memory.recognised if self._memory is not None else 0,
+                "ocr_boxes_reused": self._memory.reused if self._memory is not None else 0,
+                "labels_s": self.seconds["labels"],
                 "ocr_s": self.seconds["ocr"],
-                "detected": self.detected, "detect_s": self.seconds["detect"]}
+                "detected": self.detected, "detect_reused": self.detect_reused,
+                "detect_s": self.seconds["detect"]}
 
 
 def create_describer(config: DescribeConfig | None = None,

@@ -34,7 +34,7 @@ __all__ = [
     "FrameDescriber", "LINE_SEP", "LabelDescriber", "OcrDescriber", "RECOGNISERS",
     "SpeechDescriber", "create_describer", "create_recogniser",
     "TextLine", "cell_changes", "has_classifier", "picture_change", "readable_label",
-    "reading_order", "thumbnail",
+    "reading_order", "text_changes", "text_picture", "thumbnail",
 ]
 
 #: side of the grey thumbnail that the change gate compares
@@ -43,14 +43,16 @@ THUMB = 32
 GATE_CELLS = 4
 #: OCR reads the whole frame when the changed regions cover more than this fraction of it
 FULL_READ_AREA = 0.5
-#: OCR looks for what changed since it last read each part of the frame on a finer grid:
-#: OCR_CELLS x OCR_CELLS cells of an OCR_THUMB-side thumbnail (45 x 25 pixels of a 720 x 405
-#: frame, about a word of small text) ...
-OCR_THUMB = 64
+#: OCR looks for what changed since it last read each part of the frame on a finer grid than
+#: the gate's: OCR_CELLS x OCR_CELLS cells (45 x 25 pixels of a 720 x 405 frame, a word or two
+#: of small text), compared on the grey frame at 1 / OCR_SCALE of its size ...
 OCR_CELLS = 16
-#: ... a cell changed when its mean absolute difference reaches this (a line of small text
-#: appearing in a cell changes it by more; coding noise of a still picture by far less)
-OCR_CHANGE = 0.02
+OCR_SCALE = 2
+#: ... a cell changed when at least OCR_MIN_PIXELS of its pixels changed by OCR_PIXEL_CHANGE
+#: grey levels or more: one changed character of small text changes a dozen or more by far
+#: more, while coding noise on a still picture stays below it
+OCR_PIXEL_CHANGE = 24
+OCR_MIN_PIXELS = 3
 
 
 def thumbnail(image: np.ndarray, side: int = THUMB) -> np.ndarray:
@@ -76,6 +78,31 @@ def picture_change(a: np.ndarray, b: np.ndarray, cells: int = GATE_CELLS) -> flo
     part of the picture (a sign, a person walking in) counts as much as a global change.
     """
     return float(cell_changes(a, b, cells).max())
+
+
+def text_picture(image: np.ndarray) -> np.ndarray:
+    """The grey ``uint8`` picture at 1 / :data:`OCR_SCALE` of ``image``'s size that OCR's
+    change test compares."""
+    import cv2
+
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    h, w = grey.shape
+    size = (max(OCR_CELLS, w // OCR_SCALE), max(OCR_CELLS, h // OCR_SCALE))
+    return cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+
+
+def _cell_edges(n: int) -> np.ndarray:
+    """Start of each of the :data:`OCR_CELLS` cells along a side of ``n`` pixels."""
+    return np.linspace(0, n, OCR_CELLS + 1).astype(int)
+
+
+def text_changes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``[OCR_CELLS, OCR_CELLS]`` bool: the cells in which pictures ``a`` and ``b``
+    (:func:`text_picture`) differ (see :data:`OCR_MIN_PIXELS`)."""
+    big = (np.abs(a.astype(np.int16) - b) >= OCR_PIXEL_CHANGE).astype(np.int32)
+    ys, xs = _cell_edges(big.shape[0])[:-1], _cell_edges(big.shape[1])[:-1]
+    counts = np.add.reduceat(np.add.reduceat(big, ys, axis=0), xs, axis=1)
+    return counts >= OCR_MIN_PIXELS
 
 
 def _changed_regions(changed: np.ndarray, height: int, width: int,
@@ -252,10 +279,11 @@ class FrameDescriber(Describer):
         if self._memory is not None and self._last_ocr_pts is not None and frame.pts < self._last_ocr_pts:
             self._memory.clear()   # another video
         h, w = frame.height, frame.width
-        fine = thumbnail(frame.image, OCR_THUMB)
+        fine = text_picture(frame.image)
         regions = None
-        if gated and self._lines is not None and self._ocr_ref is not None:
-            changed = cell_changes(self._ocr_ref, fine, OCR_CELLS) >= OCR_CHANGE
+        if gated and self._lines is not None and self._ocr_ref is not None \
+                and self._ocr_ref.shape == fine.shape:
+            changed = text_changes(self._ocr_ref, fine)
             if not changed.any():   # nothing changed where it was read: the same text
                 self.ocr_unchanged += 1
                 return self._lines
@@ -280,14 +308,14 @@ class FrameDescriber(Describer):
     def _remember(self, fine: np.ndarray, region: tuple[int, int, int, int], h: int, w: int) -> None:
         """Take the OCR cells that lie wholly inside ``region`` (just read) from ``fine``."""
         top, left, bottom, right = region
-        ch, cw = h / OCR_CELLS, w / OCR_CELLS
-        rows = [i for i in range(OCR_CELLS) if i * ch >= top - 1e-6 and (i + 1) * ch <= bottom + 1e-6]
-        cols = [j for j in range(OCR_CELLS) if j * cw >= left - 1e-6 and (j + 1) * cw <= right + 1e-6]
+        ys, xs = _cell_edges(fine.shape[0]), _cell_edges(fine.shape[1])
+        sy, sx = h / fine.shape[0], w / fine.shape[1]
+        rows = [i for i in range(OCR_CELLS) if ys[i] * sy >= top - 1 and ys[i + 1] * sy <= bottom + 1]
+        cols = [j for j in range(OCR_CELLS) if xs[j] * sx >= left - 1 and xs[j + 1] * sx <= right + 1]
         if rows and cols and self._ocr_ref is not None:
-            py, px = fine.shape[0] // OCR_CELLS, fine.shape[1] // OCR_CELLS
-            ys = slice(rows[0] * py, (rows[-1] + 1) * py)
-            xs = slice(cols[0] * px, (cols[-1] + 1) * px)
-            self._ocr_ref[ys, xs] = fine[ys, xs]
+            r = slice(ys[rows[0]], ys[rows[-1] + 1])
+            c = slice(xs[cols[0]], xs[cols[-1] + 1])
+            self._ocr_ref[r, c] = fine[r, c]
 
     @property
     def stats(self) -> dict[str, float]:

@@ -154,6 +154,23 @@ def test_describer_runs_detector_at_its_interval(nanodet):
     assert d.stats["detected"] == 2
 
 
+def test_describer_does_not_detect_again_on_an_unchanged_picture(nanodet):
+    """Frames described (here every max_interval) with no part of the picture changed since
+    the detector last ran keep its objects; a changed picture is detected again."""
+    d = create_describer(DescribeConfig(labels=False, ocr=False, detect_interval=0.0, max_interval=1.0))
+    still = _frame_at(DATA / "vtest_10s_1fps.mp4", 0.0)
+    later = _frame_at(DATA / "vtest_10s_1fps.mp4", 5.0)
+    got = []
+    for i, img in enumerate([still, still, still, later]):
+        feats = FrameFeatures(pts=float(i), index=i, tokens=np.zeros((1, 4), np.float32),
+                              pooled=np.zeros(4, np.float32), grid=(1, 1))
+        got.append(d.maybe_describe(Frame(pts=float(i), index=i, image=img), feats))
+    assert all(g is not None for g in got)
+    assert got[1].objects == got[2].objects == got[0].objects and got[0].objects
+    assert got[3].objects != got[0].objects
+    assert d.stats["detected"] == 2 and d.stats["detect_reused"] == 2
+
+
 def test_nms_keeps_best_per_object_and_one_name_per_box():
     boxes = np.array([[0.1, 0.1, 0.3, 0.5], [0.11, 0.1, 0.31, 0.5], [0.6, 0.1, 0.8, 0.5],
                       [0.6, 0.1, 0.8, 0.5]], np.float32)

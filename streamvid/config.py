@@ -160,6 +160,7 @@ class DescribeConfig(_Section):
     ocr: bool = _f(True, "read on-screen text (rapidocr)")
     ocr_interval: float = _f(2.0, "read on-screen text at most this often (s); a change in between is read as soon as allowed, so text shown longer than this is always read", min=0.0)
     ocr_reuse: bool = _f(True, "OCR recognises a text box again only when its pixels changed since it was last read (the same place, no character's pixels changed): unchanged text keeps its words; false = every box at every read")
+    ocr_full_interval: float = _f(0.0, "read the whole frame at least this often (s), even where OCR's change test saw no change since the last read (a safety net that costs a full text detection each time; 0 = the whole frame only at the first frame, at cuts and when most of the picture changed)", min=0.0)
     ocr_min_score: float = _f(0.6, "OCR lines below this confidence are dropped", min=0.0, max=1.0)
     change_threshold: float = _f(0.05, "describe a frame only when it changed at least this much since the last described one", min=0.0, max=1.0)
     max_interval: float = _f(10.0, "describe at least one frame every this many seconds", min=0.0)

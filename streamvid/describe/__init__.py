@@ -183,6 +183,7 @@ class FrameDescriber(Describer):
         self._last_thumb: np.ndarray | None = None
         self._last_pts: float | None = None
         self._ocr_ref: np.ndarray | None = None   # each OCR cell as it was when last read
+        self._last_full_pts: float | None = None
         self.ocr_unchanged = 0
         self._lines: list[TextLine] | None = None
         self._last_ocr_pts: float | None = None
@@ -281,7 +282,10 @@ class FrameDescriber(Describer):
         h, w = frame.height, frame.width
         fine = text_picture(frame.image)
         regions = None
-        if gated and self._lines is not None and self._ocr_ref is not None \
+        full_every = self.config.ocr_full_interval
+        full_due = full_every > 0 and (self._last_full_pts is None or frame.pts < self._last_full_pts
+                                       or frame.pts - self._last_full_pts >= full_every - 1e-6)
+        if gated and not full_due and self._lines is not None and self._ocr_ref is not None \
                 and self._ocr_ref.shape == fine.shape:
             changed = text_changes(self._ocr_ref, fine)
             if not changed.any():   # nothing changed where it was read: the same text
@@ -294,6 +298,7 @@ class FrameDescriber(Describer):
         if regions is None:
             lines = self.ocr.read_lines(frame.image, self._memory)
             self._ocr_ref = fine
+            self._last_full_pts = frame.pts
             self.ocr_full += 1
         else:
             kept = [ln for ln in self._lines or [] if all(_outside(ln.box, r) for r in regions)]

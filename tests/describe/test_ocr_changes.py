@@ -133,6 +133,12 @@ def test_frames_where_nothing_changed_are_not_read(video):
     assert len(described) == 5 and all(x.text == texts[0].text for x in described)
     assert STATIC in texts[0].text
     assert d.stats["ocr_full"] == 1 and d.stats["ocr_partial"] == 0 and d.stats["ocr_unchanged"] == 4
+    # describe.ocr_full_interval: the whole frame again every 4 s all the same
+    d = create_describer(DescribeConfig(labels=False, detector="none", max_interval=2.0,
+                                        ocr_full_interval=4.0))
+    texts = [d.maybe_describe(Frame(pts=float(t), index=t, image=first), feats) for t in range(9)]
+    assert d.stats["ocr_full"] == 3 and d.stats["ocr_unchanged"] == 2
+    assert all(x.text == texts[0].text for x in texts if x is not None)
 
 
 def test_read_memory_reuses_only_the_same_pixels(make_sign):

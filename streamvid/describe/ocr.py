@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -93,15 +93,21 @@ class ReadMemory:
     def clear(self) -> None:
         self.readings = []
 
-    def find(self, box: np.ndarray, crop: np.ndarray) -> _Reading | None:
-        """The remembered reading of the same box with the same pixels, or None."""
+    def find(self, box: np.ndarray, crop_at: Callable[[np.ndarray], np.ndarray | None]) -> _Reading | None:
+        """The remembered reading of a box at the place of ``box`` whose pixels are the same
+        now: ``crop_at(old_box)`` cuts the current picture at a remembered box (the detector
+        places a box a pixel or two differently from one frame to the next; the pixels are
+        compared at the remembered place)."""
         height = float(np.linalg.norm(box[0] - box[3]))
         tol = max(SAME_BOX_PX, SAME_BOX_HEIGHT * height)
         for r in self.readings:
-            if r.crop.shape != crop.shape or float(np.abs(r.box - box).max()) > tol:
+            if float(np.abs(r.box - box).max()) > tol:
                 continue
-            changed = int((np.abs(r.crop.astype(np.int16) - crop) > PIXEL_CHANGE).sum())
-            if changed <= crop.size // SAME_PIXELS_PER:
+            now = crop_at(r.box)
+            if now is None or now.shape != r.crop.shape:
+                continue
+            changed = int((np.abs(r.crop.astype(np.int16) - now) > PIXEL_CHANGE).sum())
+            if changed <= now.size // SAME_PIXELS_PER:
                 return r
         return None
 
@@ -110,6 +116,10 @@ class ReadMemory:
         that touch it."""
         kept = [] if region is None else [r for r in self.readings if _outside(r.box, region)]
         self.readings = kept + readings
+
+
+def _grey(crop: np.ndarray) -> np.ndarray:
+    return crop.mean(axis=2).astype(np.uint8) if crop.ndim == 3 else crop
 
 
 def _outside(box: np.ndarray, region: tuple[int, int, int, int]) -> bool:
@@ -182,15 +192,22 @@ class OcrDescriber(Describer):
         boxes = [] if boxes is None else [np.asarray(b, np.float32) for b in boxes]
         crops = [get_rotate_crop_image(bgr, b.copy()) for b in boxes]
         offset = np.array([left, top], np.float32)
+        ph, pw = bgr.shape[:2]
+
+        def crop_at(box: np.ndarray) -> np.ndarray | None:
+            b = box - offset
+            if b[:, 0].min() < 0 or b[:, 1].min() < 0 or b[:, 0].max() > pw or b[:, 1].max() > ph:
+                return None
+            return _grey(get_rotate_crop_image(bgr, b.astype(np.float32)))
+
         readings: list[_Reading] = []
         todo: list[int] = []     # boxes to recognise
         for i, (b, c) in enumerate(zip(boxes, crops)):
-            grey = c.mean(axis=2).astype(np.uint8) if c.ndim == 3 else c
-            known = memory.find(b + offset, grey) if memory is not None else None
+            known = memory.find(b + offset, crop_at) if memory is not None else None
             if known is None:
                 todo.append(i)
-                known = _Reading(b, grey, "", 0.0)
-            readings.append(known._replace(box=b + offset))
+                known = _Reading(b + offset, _grey(c), "", 0.0)
+            readings.append(known)
         if todo:
             # the recogniser rapidocr itself would run on these crops (loaded on first use)
             rec = engine._load_rec_model()(TextRecInput(img=[crops[i] for i in todo]))

@@ -346,12 +346,13 @@ def create_describer(config: DescribeConfig | None = None,
             raise ConfigError("describe.labels is on but no vision encoder was given; "
                               "fix: pass the pipeline's encoder, or set describe.labels: false")
         labels = LabelDescriber(encoder, top_k=config.top_k, min_prob=config.min_prob)
+    threads = config.threads or 1   # the other stages of indexing use the other cores
     ocr = OcrDescriber(min_score=config.ocr_min_score, max_side=config.ocr_max_side,
-                       threads=config.threads) if config.ocr else None
+                       threads=threads) if config.ocr else None
     detector = None
     if config.detector != "none":
         detector = create_detector(config.detector, path=config.detector_path,
-                                   min_score=config.detector_min_score, threads=config.threads)
+                                   min_score=config.detector_min_score, threads=threads)
     return FrameDescriber(config, labels=labels, ocr=ocr, detector=detector)
 
 

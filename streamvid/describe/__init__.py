@@ -9,6 +9,7 @@ most every ``detect_interval`` seconds on described frames.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -204,9 +205,11 @@ class FrameDescriber(Describer):
         """False when labels, OCR and the detector are all off (every frame then gets None)."""
         return self.labels is not None or self.ocr is not None or self.detector is not None
 
-    def maybe_describe(self, frame: Frame, features: FrameFeatures) -> Description | None:
+    def maybe_describe(self, frame: Frame, features: FrameFeatures, *,
+                       objects: bool = True) -> Description | None:
         """Describe ``frame`` if it changed at least ``change_threshold`` since the last described
-        frame, or ``max_interval`` seconds passed, or it is the first; else None."""
+        frame, or ``max_interval`` seconds passed, or it is the first; else None. ``objects``
+        False leaves the detector to :meth:`add_objects`."""
         if not self.enabled:
             return None
         cfg = self.config
@@ -225,14 +228,14 @@ class FrameDescriber(Describer):
             return None
         self._last_thumb = thumb
         self._last_pts = frame.pts
-        return self._describe(frame, features, not fresh, thumb)
+        return self._describe(frame, features, not fresh, thumb, objects)
 
     def describe(self, frame: Frame, features: FrameFeatures | None = None) -> Description:
         """Labels and on-screen text of ``frame``, without gating (OCR reads the whole frame)."""
         return self._describe(frame, features, False)
 
     def _describe(self, frame: Frame, features: FrameFeatures | None, gated: bool,
-                  thumb: np.ndarray | None = None) -> Description:
+                  thumb: np.ndarray | None = None, objects: bool = True) -> Description:
         """``gated``: OCR may read only what changed since it last read (else the whole frame)."""
         labels: tuple[tuple[str, float], ...] = ()
         text = ""
@@ -244,28 +247,41 @@ class FrameDescriber(Describer):
             t0 = time.perf_counter()
             text = LINE_SEP.join(ln.text for ln in self._read(frame, gated))
             self.seconds["ocr"] += time.perf_counter() - t0
-        objects = None
-        last = self._last_detect_pts
-        if self.detector is not None and (
-                last is None or frame.pts < last or (features is not None and features.cut)
-                or frame.pts - last >= self.config.detect_interval - 1e-6):
-            self._last_detect_pts = frame.pts
-            same = (thumb is not None and self._detect_thumb is not None and last is not None
-                    and frame.pts > last and not (features is not None and features.cut)
-                    and self._detect_thumb.shape == thumb.shape
-                    and picture_change(self._detect_thumb, thumb) < self.config.change_threshold)
-            if same:
-                # no part of the picture changed since the detector last looked: the same objects
-                objects = self._objects
-                self.detect_reused += 1
-            else:
-                t0 = time.perf_counter()
-                objects = self.detector.detect(frame.image)
-                self.seconds["detect"] += time.perf_counter() - t0
-                self._detect_thumb, self._objects = thumb, objects
-                self.detected += 1
         self.described += 1
-        return Description(labels=labels, text=text, objects=objects)
+        desc = Description(labels=labels, text=text)
+        return self.add_objects(frame, features, desc, thumb) if objects else desc
+
+    def add_objects(self, frame: Frame, features: FrameFeatures | None, desc: Description | None,
+                    thumb: np.ndarray | None = None) -> Description | None:
+        """``desc`` (of ``frame``, from :meth:`maybe_describe` with ``objects=False``) with the
+        detector's objects when detection is due: at most every ``detect_interval`` seconds,
+        and not again on a picture in which no cell changed since the detector last ran (the
+        objects found then are given). Frames in order; indexing calls it in a thread of its
+        own, beside the labels and OCR of later frames."""
+        if desc is None or self.detector is None:
+            return desc
+        last = self._last_detect_pts
+        cut = features is not None and features.cut
+        if not (last is None or frame.pts < last or cut
+                or frame.pts - last >= self.config.detect_interval - 1e-6):
+            return desc
+        self._last_detect_pts = frame.pts
+        if thumb is None and last is not None and not cut:
+            thumb = thumbnail(frame.image)
+        same = (thumb is not None and self._detect_thumb is not None and last is not None
+                and frame.pts > last and not cut and self._detect_thumb.shape == thumb.shape
+                and picture_change(self._detect_thumb, thumb) < self.config.change_threshold)
+        if same:
+            # no part of the picture changed since the detector last looked: the same objects
+            objects = self._objects
+            self.detect_reused += 1
+        else:
+            t0 = time.perf_counter()
+            objects = self.detector.detect(frame.image)
+            self.seconds["detect"] += time.perf_counter() - t0
+            self._detect_thumb, self._objects = (thumb if thumb is not None else thumbnail(frame.image)), objects
+            self.detected += 1
+        return dataclasses.replace(desc, objects=objects)
 
     def _read(self, frame: Frame, gated: bool) -> list[TextLine]:
         if self.ocr is None:

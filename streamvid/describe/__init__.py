@@ -21,7 +21,7 @@ from ..registry import Registry
 from ..types import Describer, Description, Frame, FrameFeatures, VisionEncoder
 from .detect import COCO_CLASSES, DETECTORS, Detector, create_detector
 from .labels import LabelDescriber, has_classifier, readable_label
-from .ocr import LINE_SEP, OcrDescriber, ReadMemory, TextLine, _outside, reading_order, sort_lines
+from .ocr import LINE_SEP, OcrDescriber, ReadMemory, TextLine, box_outside, reading_order, sort_lines
 from .speech import SpeechDescriber
 
 log = logging.getLogger(__name__)
@@ -317,7 +317,7 @@ class FrameDescriber(Describer):
             self._last_full_pts = frame.pts
             self.ocr_full += 1
         else:
-            kept = [ln for ln in self._lines or [] if all(_outside(ln.box, r) for r in regions)]
+            kept = [ln for ln in self._lines or [] if all(box_outside(ln.box, r) for r in regions)]
             for region in regions:
                 kept += self.ocr.read_region(frame.image, region, self._memory)
                 self._remember(fine, region, h, w)

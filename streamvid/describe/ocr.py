@@ -26,8 +26,8 @@ MIN_CHARS = 2
 #: (or this fraction of its height, whichever is more)
 SAME_BOX_PX = 2.0
 SAME_BOX_HEIGHT = 0.1
-#: ... and its pixels are the same: at most one grey level in ``SAME_PIXELS_PER`` differs by
-#: more than ``PIXEL_CHANGE`` (a changed character changes dozens of pixels by far more;
+#: ... and its pixels are the same: at most one pixel in ``SAME_PIXELS_PER`` differs by
+#: more than ``PIXEL_CHANGE`` grey levels (a changed character changes dozens by far more;
 #: video coding noise on still text stays well below it)
 PIXEL_CHANGE = 48
 SAME_PIXELS_PER = 2000
@@ -114,7 +114,7 @@ class ReadMemory:
     def replace(self, readings: list[_Reading], region: tuple[int, int, int, int] | None) -> None:
         """After a read of ``region`` (None: the whole frame): its readings replace those
         that touch it."""
-        kept = [] if region is None else [r for r in self.readings if _outside(r.box, region)]
+        kept = [] if region is None else [r for r in self.readings if box_outside(r.box, region)]
         self.readings = kept + readings
 
 
@@ -122,7 +122,7 @@ def _grey(crop: np.ndarray) -> np.ndarray:
     return crop.mean(axis=2).astype(np.uint8) if crop.ndim == 3 else crop
 
 
-def _outside(box: np.ndarray, region: tuple[int, int, int, int]) -> bool:
+def box_outside(box: np.ndarray, region: tuple[int, int, int, int]) -> bool:
     """True when the ``[4, 2]`` box lies wholly outside ``region`` = (top, left, bottom, right)."""
     top, left, bottom, right = region
     return bool(box[:, 1].max() <= top or box[:, 1].min() >= bottom

@@ -279,7 +279,8 @@ class FrameDescriber(Describer):
             t0 = time.perf_counter()
             objects = self.detector.detect(frame.image)
             self.seconds["detect"] += time.perf_counter() - t0
-            self._detect_thumb, self._objects = (thumb if thumb is not None else thumbnail(frame.image)), objects
+            self._detect_thumb = thumb if thumb is not None else thumbnail(frame.image)
+            self._objects = objects
             self.detected += 1
         return dataclasses.replace(desc, objects=objects)
 

@@ -88,7 +88,9 @@ def _text_at(out, t: float) -> str:
 
 
 def test_every_change_of_the_text_is_read_and_unchanged_text_is_not_read_again(video):
-    cfg = DescribeConfig(labels=False, detector="none", ocr_interval=2.0, max_interval=10.0, change_threshold=0.01)
+    # a low change threshold: every frame with the moving ball is described
+    cfg = DescribeConfig(labels=False, detector="none", ocr_interval=2.0, max_interval=10.0,
+                         change_threshold=0.01)
     d, out = _describe_video(video, cfg)
     # every state of the changing sign is read within the OCR interval of its change, and the
     # old code is gone then; the static sign is always there
@@ -110,7 +112,8 @@ def test_every_change_of_the_text_is_read_and_unchanged_text_is_not_read_again(v
 
 def test_the_same_words_without_reuse(video):
     """describe.ocr_reuse: false recognises every box at every read, and reads the same text."""
-    base = DescribeConfig(labels=False, detector="none", ocr_interval=2.0, max_interval=10.0, change_threshold=0.01)
+    base = DescribeConfig(labels=False, detector="none", ocr_interval=2.0, max_interval=10.0,
+                          change_threshold=0.01)
     d1, out1 = _describe_video(video, base)
     d2, out2 = _describe_video(video, DescribeConfig(**{**base.__dict__, "ocr_reuse": False}))
     assert [(p, x and x.text) for p, x in out1] == [(p, x and x.text) for p, x in out2]

@@ -136,6 +136,7 @@ def main() -> None:
         **summary.to_json(),
         "runs": {name: {"seconds": round(s.seconds, 3), "x_realtime": round(s.x_realtime, 2),
                         "cpu_s": round(c, 2), "clips": s.clips,
+                        "describe_counts": getattr(s, "describe_counts", {}),
                         "stage_seconds": {k: round(v, 3) for k, v in s.stage_seconds.items()}}
                  for name, (s, c) in runs.items()},
     }
@@ -152,6 +153,8 @@ def main() -> None:
     wall = " | ".join(f"{s.seconds:.1f} s" for s, _ in runs.values())
     xrt = " | ".join(f"**{s.x_realtime:.1f}x**" for s, _ in runs.values())
     cpu = " | ".join(f"{c:.1f} s" for _, c in runs.values())
+    counts = getattr(summary, "describe_counts", {})
+    work = ", ".join(f"{k} {v}" for k, v in counts.items())
     md = (f"# Ingest benchmark ({tag})\n\n{res['machine']}, {res['date']}, load average "
           f"{res['load_average'][0]:.2f} at the end (the machine is shared). {res['video']}, "
           f"sampled at {args.fps:g} fps, feature cache {'on' if res['cache'] else 'off'}, "
@@ -171,7 +174,8 @@ def main() -> None:
           f"Time per stage (busy seconds of its thread, and their share of the wall time: "
           f"overlapped stages run at once, so the shares add up to more than 100 %):\n\n"
           f"| stage | {head} |\n|---|{'---|' * len(names)}\n{rows}\n"
-          f"| wall time | {wall} |\n| x real time | {xrt} |\n| CPU time (both cores) | {cpu} |\n")
+          f"| wall time | {wall} |\n| x real time | {xrt} |\n| CPU time (both cores) | {cpu} |\n"
+          f"\nDescribe work (overlapped run): {work}.\n")
     (out / f"{tag}.md").write_text(md)
     print(md)
 
@@ -205,8 +209,9 @@ def index_once(video: Path, config, models):
     # what the describe stage did in this run: frames per describer and their seconds
     summary.stage_seconds.update({f"describe: {k[:-2]}": v - before[k]
                                   for k, v in models.describer.stats.items() if k.endswith("_s")})
-    log = {k: int(v - before[k]) for k, v in models.describer.stats.items() if not k.endswith("_s")}
+    log = {k: int(v - before.get(k, 0)) for k, v in models.describer.stats.items() if not k.endswith("_s")}
     print("describer:", log)
+    summary.describe_counts = log
     return summary, cpu
 
 

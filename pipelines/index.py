@@ -196,14 +196,23 @@ class Indexer:
         self.timer.add("encode", t)
         return [(self._encoding.pop(f.index, None), f) for f in feats]
 
-    def describe(self, frame: Frame | None, feats) -> Any:
-        """The describe stage: the frame's description (labels, text, objects), or None when
-        the describer skips it."""
+    def describe(self, frame: Frame | None, feats, *, objects: bool = True) -> Any:
+        """The describe stage: the frame's description (labels, text and, unless ``objects``
+        is False, objects), or None when the describer skips it."""
         if self.describer is None or frame is None:
             return None
         t = time.perf_counter()
-        desc = self.describer.maybe_describe(frame, feats)
+        desc = self.describer.maybe_describe(frame, feats, objects=objects)
         self.timer.add("describe", t)
+        return desc
+
+    def detect(self, frame: Frame | None, feats, desc) -> Any:
+        """The detect stage: ``desc`` (from ``describe(..., objects=False)``) with the objects."""
+        if self.describer is None or frame is None or desc is None:
+            return desc
+        t = time.perf_counter()
+        desc = self.describer.add_objects(frame, feats, desc)
+        self.timer.add("detect", t)
         return desc
 
     def push_audio(self, chunks) -> None:
@@ -461,11 +470,13 @@ def index_video(uri: str, store_dir: str | Path, config: Config, *, models: Mode
         last_commit = time.monotonic()
         last_pts = 0.0
         first_pts: float | None = None
-        # decode, encode and describe overlap in threads on files; a live source's frames go
+        # decode, encode, describe and detect overlap in threads on files; a live source's frames go
         # through one after another as they come (each is encoded at once, batches would lag)
         frames = _decoded(source, indexer, models, timer, stop, summary)
+        # labels and OCR, then the detector, each in a stage (a thread) of its own
         stages = [lambda fr: indexer.encode(None if fr is FLUSH else fr),
-                  lambda ef: () if ef is FLUSH else [(*ef, indexer.describe(*ef))]]
+                  lambda ef: () if ef is FLUSH else [(*ef, indexer.describe(*ef, objects=False))],
+                  lambda efd: () if efd is FLUSH else [(*efd[:2], indexer.detect(*efd))]]
         if config.source.overlap and not source.is_live:
             described = overlap(frames, stages, queue_size=config.encoder.batch_size,
                                 name="index")

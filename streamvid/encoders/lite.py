@@ -18,9 +18,7 @@ input would spend a third of its tokens on letterbox bars.
 from __future__ import annotations
 
 import logging
-import os
 import time
-import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
@@ -29,6 +27,7 @@ import numpy as np
 
 from ..config import EncoderConfig
 from ..errors import ConfigError, MissingDependencyError, ModelError, ValidationError
+from ..onnxrt import cached_session, torch_tag
 from ..types import EncoderOutput, VisionEncoder, check_array
 from . import register_encoder
 
@@ -117,62 +116,13 @@ def check_images(images: Sequence[np.ndarray], who: str) -> list[np.ndarray]:
     return out
 
 
-def onnx_cache_dir() -> Path:
-    """Where exported networks are kept: ``$STREAMVID_CACHE`` or ``~/.cache/streamvid``."""
-    root = os.environ.get("STREAMVID_CACHE") or Path(
-        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "streamvid"
-    return Path(root) / "onnx"
-
-
 def onnx_session(model, weights: Path, shape: tuple[int, int], *, threads: int = 0,
                  required: bool = False):
     """An ONNX Runtime session of ``model``'s feature map for ``[1, 3, *shape]`` inputs,
     exported once (needs the ``onnx`` package) and cached by weights, shape and torch
     version; None when it cannot be had and ``required`` is False (torch runs it then)."""
-    import torch
-
-    try:
-        import onnxruntime as ort
-    except ImportError as err:
-        if required:
-            raise MissingDependencyError("encoder.runtime: onnx", "onnxruntime") from err
-        return None
-    st = weights.stat()
-    path = onnx_cache_dir() / (f"{weights.stem}-{st.st_size}-{shape[1]}x{shape[0]}"
-                               f"-torch{torch.__version__.split('+')[0]}.onnx")
-    if not path.is_file():
-        try:
-            _export(model, path, shape)
-        except ImportError as err:
-            if required:
-                raise MissingDependencyError("encoder.runtime: onnx", "onnx") from err
-            log.info("the onnx package is not installed: the lite encoder runs on torch")
-            return None
-        except (OSError, RuntimeError) as err:
-            if required:
-                raise ModelError(f"cannot export the lite encoder to {path}: {err}; fix: set "
-                                 "encoder.runtime: torch, or STREAMVID_CACHE to a writable "
-                                 "directory") from err
-            log.warning("cannot export the lite encoder to ONNX (%s): it runs on torch", err)
-            return None
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as err:  # onnxruntime raises its own exception types
-        if required:
-            raise ModelError(f"cannot load the exported lite encoder {path}: {err}; fix: delete "
-                             "it (it is exported again)") from err
-        log.warning("cannot load the exported lite encoder %s (%s): it runs on torch", path, err)
-        return None
-
-
-def _export(model, path: Path, shape: tuple[int, int]) -> None:
-    """Write ``model``'s feature map as ONNX to ``path`` (atomically)."""
     import copy
 
-    import onnx  # noqa: F401 - the exporter needs it; imported first for a clear error
     import torch
 
     class FeatureMap(torch.nn.Module):
@@ -184,17 +134,11 @@ def _export(model, path: Path, shape: tuple[int, int]) -> None:
             return self.net.extract_features(x)
 
     net = copy.deepcopy(model).float().to(memory_format=torch.contiguous_format).eval()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    log.info("exporting the lite encoder to %s (once)", path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(FeatureMap(net), torch.zeros(1, 3, *shape), str(tmp), dynamo=False,
-                              input_names=["image"], output_names=["features"], opset_version=17)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    st = weights.stat()
+    name = f"{weights.stem}-{st.st_size}-{shape[1]}x{shape[0]}-{torch_tag()}.onnx"
+    return cached_session(FeatureMap(net), torch.zeros(1, 3, *shape), name,
+                          what="the lite encoder", setting="encoder.runtime: onnx",
+                          output_names=["features"], threads=threads, required=required)
 
 
 @register_encoder("lite")

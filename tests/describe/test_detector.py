@@ -120,6 +120,23 @@ def test_nanodet_counts_people_on_the_street_camera(nanodet):
     assert any(d.label in ("car", "truck") and d.box[0] > 0.75 and d.box[3] < 0.25 for d in dets)
 
 
+def test_nanodet_on_onnx_runtime_finds_what_torch_finds(nanodet, tmp_path, monkeypatch):
+    # exported into an empty cache, then the same detections as the graph run op by op
+    monkeypatch.setenv("STREAMVID_CACHE", str(tmp_path))
+    fresh = create_detector("nanodet")
+    _ = fresh.graph
+    assert fresh.runtime == "onnx" and list((tmp_path / "onnx").glob("nanodet-*.onnx"))
+    on_torch = create_detector("nanodet")
+    _ = on_torch.graph
+    on_torch._session = None
+    for t in (0.0, 5.0, 9.0):
+        img = _frame_at(DATA / "vtest_10s_1fps.mp4", t)
+        a, b = fresh.detect(img), on_torch.detect(img)
+        assert [d.label for d in a] == [d.label for d in b] and len(a) >= 3
+        assert np.allclose([d.box for d in a], [d.box for d in b], atol=2e-3)
+        assert np.allclose([d.score for d in a], [d.score for d in b], atol=2e-3)
+
+
 def test_nanodet_finds_nothing_in_a_plain_picture(nanodet):
     assert nanodet.detect(np.full((240, 320, 3), 128, np.uint8)) == ()
 
@@ -135,6 +152,23 @@ def test_describer_runs_detector_at_its_interval(nanodet):
         got.append(d.maybe_describe(f, FrameFeatures(**{**feats.__dict__, "pts": float(i), "index": i})))
     assert [g.objects is not None for g in got] == [True, False, True, False]
     assert d.stats["detected"] == 2
+
+
+def test_describer_does_not_detect_again_on_an_unchanged_picture(nanodet):
+    """Frames described (here every max_interval) with no part of the picture changed since
+    the detector last ran keep its objects; a changed picture is detected again."""
+    d = create_describer(DescribeConfig(labels=False, ocr=False, detect_interval=0.0, max_interval=1.0))
+    still = _frame_at(DATA / "vtest_10s_1fps.mp4", 0.0)
+    later = _frame_at(DATA / "vtest_10s_1fps.mp4", 5.0)
+    got = []
+    for i, img in enumerate([still, still, still, later]):
+        feats = FrameFeatures(pts=float(i), index=i, tokens=np.zeros((1, 4), np.float32),
+                              pooled=np.zeros(4, np.float32), grid=(1, 1))
+        got.append(d.maybe_describe(Frame(pts=float(i), index=i, image=img), feats))
+    assert all(g is not None for g in got)
+    assert got[1].objects == got[2].objects == got[0].objects and got[0].objects
+    assert got[3].objects != got[0].objects
+    assert d.stats["detected"] == 2 and d.stats["detect_reused"] == 2
 
 
 def test_nms_keeps_best_per_object_and_one_name_per_box():

@@ -23,6 +23,7 @@ from pipelines.corpus import expand_inputs, index_corpus, plan, with_threads
 from pipelines.index import index_video
 from pipelines.models import Models
 from streamvid.config import Config
+from tests.safety.media import looped
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -117,7 +118,11 @@ def _kill_first_running_worker(stop: threading.Event, killed: list[int]) -> None
 
 
 def test_killed_worker_is_replaced_and_its_item_retried(corpus, ray_cluster, tmp_path):
-    files = [str(corpus / "box_2s.mp4"), str(corpus / "vtest_mjpeg_2s.avi")]
+    # items long enough (16 s of video each) that the kill lands inside one on any machine
+    long = tmp_path / "long"
+    long.mkdir()
+    files = [str(looped(corpus / name, n, long / name))
+             for name, n in (("box_2s.mp4", 8), ("world_8s.mp4", 2))]
     stop, killed = threading.Event(), []
     killer = threading.Thread(target=_kill_first_running_worker, args=(stop, killed))
     killer.start()
@@ -131,7 +136,7 @@ def test_killed_worker_is_replaced_and_its_item_retried(corpus, ray_cluster, tmp
     assert summary.failures == []
     assert summary.retried == 1 and sorted(r.attempts for r in summary.results) == [1, 2]
     with MemoryStore.open(tmp_path / "store", mode="r") as s:
-        assert s.sources() == ["box_2s.mp4", "vtest_mjpeg_2s.avi"]
+        assert s.sources() == ["box_2s.mp4", "world_8s.mp4"]
     # no partial shard of the killed attempt is left behind as done
     shards = sorted(p.name for p in (tmp_path / "store" / "shards").iterdir()
                     if not p.name.startswith("."))

@@ -50,8 +50,9 @@ def wait_for(cond, proc: subprocess.Popen, timeout: float = 240.0) -> None:
 
 @pytest.fixture(scope="module")
 def long_video(tmp_path_factory) -> Path:
-    """Two minutes of real video: the 8 s Earth fixture looped 16 times (packets copied)."""
-    return looped(DATA / "world_8s.mp4", 16, tmp_path_factory.mktemp("long") / "long.mp4")
+    """Six minutes of real video: the 8 s Earth fixture looped 48 times (packets copied), long
+    enough that indexing still runs when the signal comes, however fast indexing gets."""
+    return looped(DATA / "world_8s.mp4", 48, tmp_path_factory.mktemp("long") / "long.mp4")
 
 
 def user_dir(root: Path) -> Path:

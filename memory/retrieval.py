@@ -32,6 +32,7 @@ VIEW_REACH = 1                        # image queries: cells a view token may mo
 VIEW_INSIDE = 0.5                     # image queries: least weight of a view inside the frame
 VIEW_CHUNK = 1 << 23                  # image queries: similarity cells scored at a time
 IMAGE_BATCH = 256                     # image queries: clips read from the store at a time
+PICTURE_TOKENS = 0.0                  # image queries: weight of the token score beside the picture match
 
 
 def _shift_max(g: np.ndarray, reach: int) -> np.ndarray:
@@ -391,7 +392,28 @@ class Retriever:
         mixed = np.where(has, (1 - w) * pooled + w * np.nan_to_num(tok),
                          -1.0 if w >= 1.0 else pooled)
         scores = dict(zip(cand, mixed.tolist()))
+        if self.config.pictures:
+            scores = self._picture_search(image, scores)
         return scores, qp
+
+    def _picture_search(self, image: np.ndarray, scores: dict[int, float]) -> dict[int, float]:
+        """The ``pictures`` best clips that kept frame pictures, ranked by how well the query
+        picture is found in them at any size and place (streamvid/pictures.py), ahead of
+        the rest: a thing smaller than a token leaves no trace in the tokens."""
+        from streamvid.encoders.query import split_alpha
+        from streamvid.pictures import PictureMatcher
+
+        best = sorted(scores, key=lambda c: (-scores[c], c))[: self.config.pictures]
+        clips = [c for c in self.store.get(best) if c.frame_pictures]
+        if not clips:
+            return scores
+        matcher = PictureMatcher(*split_alpha(image))
+        top = max(scores.values())
+        out = dict(scores)
+        for c in clips:
+            found = max(matcher.scores(j for _, j in c.frame_pictures))
+            out[c.id] = top + 2.0 + found + PICTURE_TOKENS * scores[c.id]
+        return out
 
     # ------------------------------------------------------------------ public
     def retrieve(self, question: Question, *, top_k: int | None = None,

@@ -9,6 +9,10 @@ Layout of a store directory::
         tok_off.npy tokens.npy token_times.npy token_positions.npy meta.jsonl
         jpeg.npy jpeg_off.npy  keyframe JPEGs, concatenated, and each row's byte range
                              (absent in stores written before keyframes were kept)
+        pic.npy pic_off.npy pic_time.npy pic_row.npy
+                             frame pictures (memory.frame_pictures): JPEGs concatenated,
+                             each one's byte range and time, each row's range of them
+                             (absent in stores written without them)
         assign-<q>.npy       IVF list of each row for centroids generation q
     deleted-<gen>.npy        ids removed since their segment was written
     centroids-<q>.npy        IVF centroids (index "ivf")
@@ -61,10 +65,13 @@ _NAMES = {"segment": re.compile(r"seg-\d{8,}(-\d+)?"), "deleted": re.compile(r"d
           "assign": re.compile(r"assign-\d+\.npy")}
 ATTACHABLE = frozenset({"config.yaml"})  # files a pipeline keeps beside the store (attach())
 _JPEG_FILES = ("jpeg", "jpeg_off")  # optional: stores written before them have none
-SEG_NAMES = frozenset([f"{k}.npy" for k in _SEG_FILES + _JPEG_FILES] + ["meta.jsonl"])
+_PIC_FILES = ("pic", "pic_off", "pic_time", "pic_row")  # optional: frame pictures
+_OPTIONAL = frozenset(_JPEG_FILES + _PIC_FILES)
+SEG_NAMES = frozenset([f"{k}.npy" for k in _SEG_FILES + _JPEG_FILES + _PIC_FILES] + ["meta.jsonl"])
 # read back memory-mapped, so that a writer or reader holds no clip's tokens or keyframe in
 # memory (only small per-row arrays: ids, times, offsets)
-_MAPPED = frozenset({"vectors", "text_vectors", "tokens", "token_times", "token_positions", "jpeg"})
+_MAPPED = frozenset({"vectors", "text_vectors", "tokens", "token_times", "token_positions", "jpeg",
+                     "pic"})
 _HASH_WHOLE = 1 << 20      # files up to this size are hashed whole
 _HASH_SAMPLES = 16         # larger ones: this many evenly spaced blocks ...
 _HASH_BLOCK = 64 << 10     # ... of this size
@@ -119,9 +126,9 @@ class Segment:
             raise StoreError(f"store segment {self.dir} is not a directory (a link or a file); "
                              f"{DAMAGED}")
         arrays: dict[str, np.ndarray] = {}
-        for key in _SEG_FILES + _JPEG_FILES:
+        for key in _SEG_FILES + _JPEG_FILES + _PIC_FILES:
             p = self.dir / f"{key}.npy"
-            if key in _JPEG_FILES and f"{key}.npy" not in sizes:
+            if key in _OPTIONAL and f"{key}.npy" not in sizes:
                 continue
             verify_file(p, sizes.get(f"{key}.npy"), hashes.get(f"{key}.npy"))
             arrays[key] = load_npy(p, mmap=key in _MAPPED)
@@ -139,6 +146,10 @@ class Segment:
         self.token_positions = arrays["token_positions"]
         self.jpeg = arrays.get("jpeg")
         self.jpeg_off = arrays.get("jpeg_off")
+        self.pic = arrays.get("pic")
+        self.pic_off = arrays.get("pic_off")
+        self.pic_time = arrays.get("pic_time")
+        self.pic_row = arrays.get("pic_row")
         n = self.rows
         off = self.tok_off
         rows_ok = all(len(a) == n for a in (self.ids, self.has_text, self.start, self.end,
@@ -154,7 +165,8 @@ class Segment:
                 and (self.jpeg_off is None
                      or (len(self.jpeg_off) == n + 1 and self.jpeg_off[0] == 0
                          and bool(np.all(np.diff(self.jpeg_off) >= 0))
-                         and self.jpeg_off[-1] == len(self.jpeg)))):
+                         and self.jpeg_off[-1] == len(self.jpeg)))
+                and _pictures_ok(self.pic, self.pic_off, self.pic_time, self.pic_row, n)):
             raise StoreError(f"store segment {self.dir} is inconsistent (expected {n} rows, "
                              f"token offsets within the tokens); {DAMAGED}")
         self.meta_path = self.dir / "meta.jsonl"
@@ -188,6 +200,15 @@ class Segment:
         a, b = int(self.jpeg_off[row]), int(self.jpeg_off[row + 1])
         return bytes(self.jpeg[a:b]) if b > a else None
 
+    def frame_pictures(self, row: int) -> tuple[tuple[float, bytes], ...]:
+        """The row's ``(time, JPEG)`` frame pictures (none when the segment has none)."""
+        if self.pic_row is None:
+            return ()
+        a, b = int(self.pic_row[row]), int(self.pic_row[row + 1])
+        return tuple((float(self.pic_time[i]),
+                      bytes(self.pic[int(self.pic_off[i]):int(self.pic_off[i + 1])]))
+                     for i in range(a, b))
+
     def clip(self, row: int, *, vector_dim: int) -> ClipMemory:
         m = self.meta[row]
         a, b = int(self.tok_off[row]), int(self.tok_off[row + 1])
@@ -206,10 +227,22 @@ class Segment:
             ocr_text=m.get("ocr_text", ""), description=m.get("description", ""),
             novelty=float(m.get("novelty", 0.0)), level=int(m.get("level", 0)),
             merged=int(m.get("merged", 1)), id=int(self.ids[row]),
-            keyframe_jpeg=self.keyframe(row),
+            keyframe_jpeg=self.keyframe(row), frame_pictures=self.frame_pictures(row),
             objects=objects_from_json(m.get("objects", ())),
             text_times=tuple(float(t) for t in m.get("text_times", ())),
             speech=_speech_from_json(m.get("speech", ())))
+
+
+def _pictures_ok(pic, off, times, row, n: int) -> bool:
+    """The frame-picture arrays are all absent, or consistent with each other and ``n`` rows."""
+    if pic is None and off is None and times is None and row is None:
+        return True
+    if pic is None or off is None or times is None or row is None:
+        return False
+    k = len(times)
+    return (len(row) == n + 1 and row[0] == 0 and bool(np.all(np.diff(row) >= 0)) and row[-1] == k
+            and len(off) == k + 1 and off[0] == 0 and bool(np.all(np.diff(off) > 0))
+            and off[-1] == len(pic))
 
 
 def _speech_to_json(segments: Sequence[SpeechSegment]) -> list[list[Any]]:
@@ -403,6 +436,14 @@ def _write_segment_files(root: Path, tmp: Path, name: str, clips: Sequence[ClipM
         "tok_off": tok_off, "token_times": times, "token_positions": positions,
         "jpeg": np.frombuffer(b"".join(jpegs), np.uint8), "jpeg_off": jpeg_off,
     }
+    if any(c.frame_pictures for c in clips):
+        pics = [pic for c in clips for pic in c.frame_pictures]
+        arrays.update({
+            "pic": np.frombuffer(b"".join(j for _, j in pics), np.uint8),
+            "pic_off": np.concatenate([[0], np.cumsum([len(j) for _, j in pics])]).astype(np.int64),
+            "pic_time": np.array([t for t, _ in pics], np.float64),
+            "pic_row": np.concatenate([[0], np.cumsum([len(c.frame_pictures) for c in clips])]
+                                      ).astype(np.int64)})
     sizes: dict[str, int] = {}
     hashes: dict[str, str] = {}
 
@@ -484,6 +525,7 @@ def clip_bytes(c: ClipMemory, token_bytes: int = 2) -> int:
         b += c.n_tokens * (c.tokens.shape[1] * token_bytes + 8)
     if c.keyframe_jpeg is not None:
         b += len(c.keyframe_jpeg) + 8
+    b += sum(len(j) + 16 for _, j in c.frame_pictures)
     return b
 
 

@@ -32,7 +32,13 @@ VIEW_REACH = 1                        # image queries: cells a view token may mo
 VIEW_INSIDE = 0.5                     # image queries: least weight of a view inside the frame
 VIEW_CHUNK = 1 << 23                  # image queries: similarity cells scored at a time
 IMAGE_BATCH = 256                     # image queries: clips read from the store at a time
-PICTURE_TOKENS = 0.0                  # image queries: weight of the token score beside the picture match
+
+
+def _standard(v: np.ndarray) -> np.ndarray:
+    """``v`` standardised robustly: minus its median, over its scaled median absolute deviation."""
+    med = float(np.median(v))
+    spread = 1.4826 * float(np.median(np.abs(v - med)))
+    return (v - med) / max(spread, 1e-6)
 
 
 def _shift_max(g: np.ndarray, reach: int) -> np.ndarray:
@@ -397,22 +403,31 @@ class Retriever:
         return scores, qp
 
     def _picture_search(self, image: np.ndarray, scores: dict[int, float]) -> dict[int, float]:
-        """The ``pictures`` best clips that kept frame pictures, ranked by how well the query
-        picture is found in them at any size and place (streamvid/pictures.py), ahead of
-        the rest: a thing smaller than a token leaves no trace in the tokens."""
+        """The ``pictures`` best-scored clips re-ranked with their frame pictures
+        (streamvid/pictures.py): the query picture is looked for in them at any size and
+        place, since a thing smaller than a token leaves little trace in the tokens. Each
+        clip's token score and picture score are standardised over these clips (median and
+        spread) and the clip is ranked by the larger: by whichever evidence makes it stand
+        out. The clips keep the same set of scores, in the new order."""
         from streamvid.encoders.query import split_alpha
         from streamvid.pictures import PictureMatcher
 
         best = sorted(scores, key=lambda c: (-scores[c], c))[: self.config.pictures]
-        clips = [c for c in self.store.get(best) if c.frame_pictures]
-        if not clips:
+        clips = self.store.get(best)
+        if len(best) < 2 or not any(c.frame_pictures for c in clips):
             return scores
         matcher = PictureMatcher(*split_alpha(image))
-        top = max(scores.values())
+        tok = np.array([scores[c] for c in best])
+        pic = np.array([max(matcher.scores(j for _, j in c.frame_pictures))
+                        if c.frame_pictures else np.nan for c in clips])
+        evidence = _standard(tok)
+        has = ~np.isnan(pic)
+        if has.sum() >= 2:
+            evidence[has] = np.maximum(evidence[has], _standard(pic[has]))
+        order = np.argsort(-evidence, kind="stable")
         out = dict(scores)
-        for c in clips:
-            found = max(matcher.scores(j for _, j in c.frame_pictures))
-            out[c.id] = top + 2.0 + found + PICTURE_TOKENS * scores[c.id]
+        for cid, s in zip(np.asarray(best)[order], np.sort(tok)[::-1]):
+            out[int(cid)] = float(s)
         return out
 
     # ------------------------------------------------------------------ public

@@ -18,20 +18,22 @@ frame padded on every side.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Iterable, Sequence
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
-PICTURE_QUALITY = 85       # JPEG quality of kept frame pictures
+PICTURE_QUALITY = 75       # JPEG quality of kept frame pictures
 PICTURE_CHANGE = 6.0       # a frame is kept when a 32-px-wide grey thumbnail cell moved this much
 TEMPLATE_MIN = 9           # pixels: the smallest query size searched at full resolution ...
 SCALES_PER_OCTAVE = 5      # ... and sizes per doubling
 MIN_HEIGHT = 0.025         # smallest needle searched, as a fraction of the frame height
 MAX_HEIGHT = 0.9           # ... largest
-OUTSIDE = 0.4              # a needle may lie this fraction of its size outside the frame
+OUTSIDE = 0.5              # a needle may lie this fraction of its height and width outside the frame
 PEAKS = 3                  # grey candidates per size checked in colour
+THREADS = min(4, os.cpu_count() or 1)   # pictures searched at once
 
 
 def frame_pictures(frames: Sequence[tuple[float, np.ndarray]], max_side: int
@@ -113,40 +115,62 @@ class PictureMatcher:
 
     def score(self, picture: np.ndarray) -> float:
         """The best colour correlation of the query anywhere in ``picture`` (RGB), at any
-        searched size (-1 when no size fits)."""
+        searched size (-1 when no size fits). Only the part of the query inside the frame
+        counts."""
         import cv2
 
         fh, fw = picture.shape[:2]
         ih, iw = self.rgb.shape[:2]
-        pyramid = [picture]
+        aspect = iw / ih
+        levels: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, int, int]] = {}
         best = -1.0
         for level, h in self.sizes(fh):
-            while len(pyramid) <= level:
-                pyramid.append(cv2.pyrDown(pyramid[-1]))
-            img = pyramid[level]
+            if level not in levels:   # the frame at this level, padded for the largest size there
+                img = picture if level == 0 else cv2.resize(
+                    picture, (max(1, round(fw / 2 ** level)), max(1, round(fh / 2 ** level))),
+                    interpolation=cv2.INTER_AREA)
+                ph = int(np.ceil(OUTSIDE * 2 * TEMPLATE_MIN))
+                pw = int(np.ceil(OUTSIDE * 2 * TEMPLATE_MIN * aspect))
+                padded = cv2.copyMakeBorder(img, ph, ph, pw, pw, cv2.BORDER_CONSTANT, value=0)
+                inside = np.zeros(padded.shape[:2], np.uint8)
+                inside[ph:ph + img.shape[0], pw:pw + img.shape[1]] = 1
+                grey = cv2.cvtColor(padded, cv2.COLOR_RGB2GRAY).astype(np.float32)
+                levels[level] = (padded, grey, inside, ph, pw)
+            padded, grey_frame, inside, ph, pw = levels[level]
             f = 2 ** level
             th = max(2, int(round(h / f)))
-            tw = max(2, int(round(h * iw / ih / f)))
-            ph, pw = int(np.ceil(OUTSIDE * th)), int(np.ceil(OUTSIDE * tw))
-            if th > img.shape[0] + 2 * ph or tw > img.shape[1] + 2 * pw or min(th, tw) < 3:
+            tw = max(2, int(round(h * aspect / f)))
+            # places where at most OUTSIDE of the query's height and width is off the frame
+            y0, x0 = ph - int(OUTSIDE * th), pw - int(OUTSIDE * tw)
+            y1 = padded.shape[0] - ph + int(OUTSIDE * th)
+            x1 = padded.shape[1] - pw + int(OUTSIDE * tw)
+            if min(th, tw) < 3 or y1 - y0 < th or x1 - x0 < tw:
                 continue
             col, grey, mask = self._template(th, tw)
-            padded = cv2.copyMakeBorder(img, ph, ph, pw, pw, cv2.BORDER_CONSTANT, value=0)
-            g = cv2.cvtColor(padded, cv2.COLOR_RGB2GRAY).astype(np.float32)
-            r = cv2.matchTemplate(g, grey, cv2.TM_CCOEFF_NORMED)
+            r = cv2.matchTemplate(grey_frame[y0:y1, x0:x1], grey, cv2.TM_CCOEFF_NORMED)
             for y, x in _peaks(r, PEAKS, max(1, min(th, tw) // 2)):
-                win = padded[y:y + th, x:x + tw]
-                best = max(best, _colour_ncc(win, col, mask))
+                y, x = y + y0, x + x0
+                keep = inside[y:y + th, x:x + tw]
+                if mask is not None:
+                    keep = keep & mask
+                best = max(best, _colour_ncc(padded[y:y + th, x:x + tw], col, keep))
         return best
 
     def scores(self, jpegs: Iterable[bytes]) -> list[float]:
-        out = []
-        for j in jpegs:
+        """:meth:`score` of each JPEG (-1 for one that cannot be decoded), on a few threads."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(j: bytes) -> float:
             try:
-                out.append(self.score(_decode(j)))
+                return self.score(_decode(j))
             except ValueError:
-                out.append(-1.0)
-        return out
+                return -1.0
+
+        jpegs = list(jpegs)
+        if len(jpegs) < 2:
+            return [one(j) for j in jpegs]
+        with ThreadPoolExecutor(max_workers=min(THREADS, len(jpegs))) as pool:
+            return list(pool.map(one, jpegs))
 
 
 def _peaks(r: np.ndarray, k: int, gap: int) -> list[tuple[int, int]]:
@@ -163,15 +187,14 @@ def _peaks(r: np.ndarray, k: int, gap: int) -> list[tuple[int, int]]:
     return out
 
 
-def _colour_ncc(win: np.ndarray, tmpl: np.ndarray, mask: np.ndarray | None) -> float:
-    """Normalised cross-correlation of two same-sized RGB patches (over the mask's pixels),
+def _colour_ncc(win: np.ndarray, tmpl: np.ndarray, mask: np.ndarray) -> float:
+    """Normalised cross-correlation of two same-sized RGB patches over the mask's pixels,
     each colour channel centred on its own mean: a grey match in the wrong colours scores
     low."""
     a = win.astype(np.float32).reshape(-1, 3)
     b = tmpl.astype(np.float32).reshape(-1, 3)
-    if mask is not None:
-        m = mask.reshape(-1) > 0
-        a, b = a[m], b[m]
+    m = mask.reshape(-1) > 0
+    a, b = a[m], b[m]
     if len(a) < 4:
         return -1.0
     a = a - a.mean(axis=0)

@@ -188,16 +188,18 @@ def _peaks(r: np.ndarray, k: int, gap: int) -> list[tuple[int, int]]:
 
 
 def _colour_ncc(win: np.ndarray, tmpl: np.ndarray, mask: np.ndarray) -> float:
-    """Normalised cross-correlation of two same-sized RGB patches over the mask's pixels,
-    each colour channel centred on its own mean: a grey match in the wrong colours scores
-    low."""
+    """How alike two same-sized RGB patches are over the mask's pixels: their normalised
+    cross-correlation with each colour channel centred on its own mean (the same pattern),
+    or, if lower, centred on mid-grey (the same colours too: the picture shown is the
+    picture asked about, not a pattern of other colours that happens to follow it)."""
     a = win.astype(np.float32).reshape(-1, 3)
     b = tmpl.astype(np.float32).reshape(-1, 3)
     m = mask.reshape(-1) > 0
     a, b = a[m], b[m]
     if len(a) < 4:
         return -1.0
-    a = a - a.mean(axis=0)
-    b = b - b.mean(axis=0)
-    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
-    return float((a * b).sum() / den) if den > 1e-6 else -1.0
+    out = 1.0
+    for ca, cb in ((a - a.mean(axis=0), b - b.mean(axis=0)), (a - 128.0, b - 128.0)):
+        den = float(np.sqrt((ca * ca).sum() * (cb * cb).sum()))
+        out = min(out, float((ca * cb).sum() / den) if den > 1e-6 else -1.0)
+    return out

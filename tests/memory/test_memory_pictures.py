@@ -16,12 +16,12 @@ from streamvid.io import encode_jpeg
 from streamvid.pictures import PictureMatcher, frame_pictures
 
 
-def scene(seed: int, h: int = 360, w: int = 640) -> np.ndarray:
-    """A textured frame (smoothed noise), different for every seed."""
+def scene(seed: int, h: int = 360, w: int = 640, grain: int = 8) -> np.ndarray:
+    """A textured frame (noise smoothed over ``grain`` pixels), different for every seed."""
     import cv2
 
     rng = np.random.default_rng(seed)
-    small = rng.integers(0, 255, (h // 8, w // 8, 3), dtype=np.uint8)
+    small = rng.integers(0, 255, (h // grain, w // grain, 3), dtype=np.uint8)
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
 
 
@@ -74,7 +74,7 @@ def test_matcher_finds_a_picture_a_quarter_token_high():
 
 
 def test_matcher_ignores_a_cutouts_background_and_finds_it_partly_outside():
-    query = scene(7, 200, 200)
+    query = scene(7, 200, 200, grain=25)
     yy, xx = np.mgrid[0:200, 0:200]
     alpha = (((yy - 100) ** 2 + (xx - 100) ** 2) < 90 ** 2).astype(np.float32)
     import cv2

@@ -215,7 +215,7 @@ class RetrievalConfig(_Section):
     image_exhaustive: int = _f(200, "image questions score every clip's kept tokens while the store (or source) has at most this many clips (about 15 minutes of video; above: the token index shortlists)", min=0)
     image_shortlist: int = _f(64, "image questions on larger stores: clips the token index shortlists for the exact layout matching (0 = always score every clip)", min=0)
     recency_correction: bool = _f(True, "correct the drift of similarity towards late clips")
-    pictures: int = _f(32, "image questions: the best-scored clips whose frame pictures (memory.frame_pictures) are searched for the query picture at every scale and place; they are ranked by that match (0 = off)", min=0)
+    pictures: int = _f(32, "image questions: the best-scored clips whose frame pictures (memory.frame_pictures) are searched for the query picture at every size and place; each is then ranked by whichever of its token and picture scores stands out more among them (0 = off)", min=0)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """A needle a fraction of a token high: the stored tokens cannot show it, the kept frame
-pictures can. In a short generated haystack (FFmpeg's testsrc2) a drawing 3 % of the frame
-high (11 of 360 pixels, a quarter of one of the lite encoder's 40-pixel tokens) is found
-first by the picture search and not by the token matching alone."""
+pictures can. In a one-minute generated haystack (FFmpeg's mandelbrot zoom) a photo 3 % of
+the frame high (11 of 360 pixels, a quarter of one of the lite encoder's 40-pixel tokens) is
+found first by the picture search and not by the token matching alone."""
 
 from __future__ import annotations
 
@@ -20,15 +20,15 @@ from streamvid.types import Question
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "needles"
-FOOTAGE = "lavfi:testsrc2=size=640x360:rate=2"
+FOOTAGE = "lavfi:mandelbrot=size=640x360:rate=2"
 
 
 @pytest.fixture(scope="module")
 def haystack(tmp_path_factory):
     work = tmp_path_factory.mktemp("pictures")
     spec = NeedleSpec(kind="image", label="astronaut", image=str(DATA / "astronaut.png"),
-                      start=20.0, duration=3.0, height=0.03, position=(0.3, 0.7), visible=1.0)
-    info = build_haystack([FOOTAGE], work / "haystack.mp4", length=36.0, fps=2.0, seed=5,
+                      start=30.0, duration=3.0, height=0.03, position=(0.3, 0.7), visible=1.0)
+    info = build_haystack([FOOTAGE], work / "haystack.mp4", length=60.0, fps=2.0, seed=5,
                           needles=[spec], progress=False)
     config = Config.from_dict({"describe": {"ocr": False, "detector": "none"}})
     index_video(str(info.path), work / "store", config, models=Models(config), progress=False)

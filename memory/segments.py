@@ -437,9 +437,8 @@ def _write_segment_files(root: Path, tmp: Path, name: str, clips: Sequence[ClipM
         "jpeg": np.frombuffer(b"".join(jpegs), np.uint8), "jpeg_off": jpeg_off,
     }
     if any(c.frame_pictures for c in clips):
-        pics = [pic for c in clips for pic in c.frame_pictures]
+        pics = [pic for c in clips for pic in c.frame_pictures]   # (time, bytes): no copy
         arrays.update({
-            "pic": np.frombuffer(b"".join(j for _, j in pics), np.uint8),
             "pic_off": np.concatenate([[0], np.cumsum([len(j) for _, j in pics])]).astype(np.int64),
             "pic_time": np.array([t for t, _ in pics], np.float64),
             "pic_row": np.concatenate([[0], np.cumsum([len(c.frame_pictures) for c in clips])]
@@ -454,6 +453,17 @@ def _write_segment_files(root: Path, tmp: Path, name: str, clips: Sequence[ClipM
         p = tmp / f"{key}.npy"
         with open(p, "wb") as fh:
             np.save(fh, arr, allow_pickle=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        record(p)
+    if "pic_off" in arrays:   # frame pictures, streamed too (and a full disk is an ENOSPC)
+        p = tmp / "pic.npy"
+        with open(p, "wb") as fh:
+            np.lib.format.write_array_header_1_0(fh, {"descr": "|u1", "fortran_order": False,
+                                                      "shape": (int(arrays["pic_off"][-1]),)})
+            for c in clips:
+                for _, jpeg in c.frame_pictures:
+                    fh.write(jpeg)
             fh.flush()
             os.fsync(fh.fileno())
         record(p)

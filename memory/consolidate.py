@@ -142,6 +142,7 @@ def merge_clips(a: ClipMemory, b: ClipMemory, *, max_tokens: int | None = None) 
         description=_join_unique([a.description, b.description], "; "),
         novelty=max(a.novelty, b.novelty), level=max(a.level, b.level) + 1,
         merged=a.merged + b.merged, keyframe_jpeg=jpeg,
+        frame_pictures=tuple(sorted(a.frame_pictures + b.frame_pictures, key=lambda p: p[0])),
         objects=_merge_objects(a.objects + b.objects),
         speech=tuple(sorted(set(a.speech) | set(b.speech), key=lambda sg: (sg.start, sg.end))))
 

@@ -34,6 +34,13 @@ VIEW_CHUNK = 1 << 23                  # image queries: similarity cells scored a
 IMAGE_BATCH = 256                     # image queries: clips read from the store at a time
 
 
+def _standard(v: np.ndarray) -> np.ndarray:
+    """``v`` standardised robustly: minus its median, over its scaled median absolute deviation."""
+    med = float(np.median(v))
+    spread = 1.4826 * float(np.median(np.abs(v - med)))
+    return (v - med) / max(spread, 1e-6)
+
+
 def _shift_max(g: np.ndarray, reach: int) -> np.ndarray:
     """Each cell of ``g [..., H, W]`` replaced by the largest value within ``reach`` cells
     (a square window: the max along rows, then along columns)."""
@@ -367,7 +374,9 @@ class Retriever:
         scores = dict(zip(cand, mixed.tolist()))
         n = len(table["id"]) if source is None else \
             int(np.count_nonzero(table["source_names"][table["source"]] == source))
-        if self._shortlisted(n):
+        if self.config.pictures:
+            scores = self._picture_search(image, scores)
+        if self._shortlisted(n):   # after the picture search, which reorders representatives
             self._expand_groups(scores, top_k, source, table)
         return scores, qp
 
@@ -389,6 +398,34 @@ class Retriever:
             for m in tokens.group(cid):
                 if m not in scores and (ok is None or m in ok):
                     scores[m] = s
+
+    def _picture_search(self, image: np.ndarray, scores: dict[int, float]) -> dict[int, float]:
+        """The ``pictures`` best-scored clips re-ranked with their frame pictures
+        (streamvid/pictures.py): the query picture is looked for in them at any size and
+        place, since a thing smaller than a token leaves little trace in the tokens. Each
+        clip's token score and picture score are standardised over these clips (median and
+        spread) and the clip is ranked by the larger: by whichever evidence makes it stand
+        out. The clips keep the same set of scores, in the new order."""
+        from streamvid.encoders.query import split_alpha
+        from streamvid.pictures import PictureMatcher
+
+        best = sorted(scores, key=lambda c: (-scores[c], c))[: self.config.pictures]
+        clips = self.store.get(best)
+        if len(best) < 2 or not any(c.frame_pictures for c in clips):
+            return scores
+        matcher = PictureMatcher(*split_alpha(image))
+        tok = np.array([scores[c] for c in best])
+        pic = np.array([max(matcher.scores(j for _, j in c.frame_pictures))
+                        if c.frame_pictures else np.nan for c in clips])
+        evidence = _standard(tok)
+        has = ~np.isnan(pic)
+        if has.sum() >= 2:
+            evidence[has] = np.maximum(evidence[has], _standard(pic[has]))
+        order = np.argsort(-evidence, kind="stable")
+        out = dict(scores)
+        for cid, s in zip(np.asarray(best)[order], np.sort(tok)[::-1]):
+            out[int(cid)] = float(s)
+        return out
 
     # ------------------------------------------------------------------ public
     def retrieve(self, question: Question, *, top_k: int | None = None,

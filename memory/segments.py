@@ -9,6 +9,10 @@ Layout of a store directory::
         tok_off.npy tokens.npy token_times.npy token_positions.npy meta.jsonl
         jpeg.npy jpeg_off.npy  keyframe JPEGs, concatenated, and each row's byte range
                              (absent in stores written before keyframes were kept)
+        pic.npy pic_off.npy pic_time.npy pic_row.npy
+                             frame pictures (memory.frame_pictures): JPEGs concatenated,
+                             each one's byte range and time, each row's range of them
+                             (absent in stores written without them)
         assign-<q>.npy       IVF list of each row for centroids generation q
     deleted-<gen>.npy        ids removed since their segment was written
     centroids-<q>.npy        IVF centroids (index "ivf")
@@ -64,12 +68,14 @@ _NAMES = {"segment": re.compile(r"seg-\d{8,}(-\d+)?"), "deleted": re.compile(r"d
           "assign": re.compile(r"assign-\d+\.npy")}
 ATTACHABLE = frozenset({"config.yaml"})  # files a pipeline keeps beside the store (attach())
 _JPEG_FILES = ("jpeg", "jpeg_off")  # optional: stores written before them have none
-SEG_NAMES = frozenset([f"{k}.npy" for k in _SEG_FILES + _JPEG_FILES] + ["meta.jsonl"])
+_PIC_FILES = ("pic", "pic_off", "pic_time", "pic_row")  # optional: frame pictures
+SEG_NAMES = frozenset([f"{k}.npy" for k in _SEG_FILES + _JPEG_FILES + _PIC_FILES] + ["meta.jsonl"])
 # read back memory-mapped, so that a writer or reader holds no clip's tokens or keyframe in
 # memory (only small per-row arrays: ids, times, offsets)
-_MAPPED = frozenset({"vectors", "text_vectors", "tokens", "token_times", "token_positions", "jpeg"})
+_MAPPED = frozenset({"vectors", "text_vectors", "tokens", "token_times", "token_positions", "jpeg",
+                     "pic"})
 # checked and read when first used (a segment opens with its small per-row arrays only)
-_LAZY = _MAPPED | {"jpeg_off"}
+_LAZY = _MAPPED | {"jpeg_off"} | set(_PIC_FILES)
 _HASH_WHOLE = 1 << 20      # files up to this size are hashed whole
 _HASH_SAMPLES = 16         # larger ones: this many evenly spaced blocks ...
 _HASH_BLOCK = 64 << 10     # ... of this size
@@ -132,6 +138,10 @@ class Segment:
             raise StoreError(f"store segment {self.dir} is not a directory (a link or a file); "
                              f"{DAMAGED}")
         self._has_jpeg = all(f"{k}.npy" in self._sizes for k in _JPEG_FILES)
+        self._has_pic = all(f"{k}.npy" in self._sizes for k in _PIC_FILES)
+        if not self._has_pic and any(f"{k}.npy" in self._sizes for k in _PIC_FILES):
+            raise StoreError(f"store segment {self.dir} has some of its frame-picture files but "
+                             f"not all; {DAMAGED}")
         for name in self._files():   # present, regular, of the recorded size
             verify_file(self.dir / name, self._sizes.get(name), None)
         self._arrays: dict[str, np.ndarray] = {}
@@ -161,7 +171,8 @@ class Segment:
             self.assign = np.asarray(load_npy(p), dtype=np.int64)
 
     def _files(self) -> list[str]:
-        keys = _SEG_FILES + (_JPEG_FILES if self._has_jpeg else ())
+        keys = (_SEG_FILES + (_JPEG_FILES if self._has_jpeg else ())
+                + (_PIC_FILES if self._has_pic else ()))
         return [f"{k}.npy" for k in keys] + ["meta.jsonl"]
 
     def _load(self, key: str) -> np.ndarray:
@@ -193,6 +204,10 @@ class Segment:
               "token_positions": lambda: arr.shape == (int(off[-1]),),
               "jpeg_off": lambda: len(arr) == n + 1 and arr[0] == 0
               and bool(np.all(np.diff(arr) >= 0)) and arr[-1] == len(self._bulky("jpeg")),
+              "pic_row": lambda: len(arr) == n + 1 and arr[0] == 0
+              and bool(np.all(np.diff(arr) >= 0)) and arr[-1] == len(self._bulky("pic_time"))
+              and _offsets_ok(self._bulky("pic_off"), len(self._bulky("pic_time")),
+                              len(self._bulky("pic"))),
               }.get(key, lambda: True)()
         if not ok:
             raise StoreError(f"store segment {self.dir} is inconsistent ({key}.npy does not fit "
@@ -205,6 +220,16 @@ class Segment:
     token_positions = property(lambda self: self._bulky("token_positions"))
     jpeg = property(lambda self: self._bulky("jpeg") if self._has_jpeg else None)
     jpeg_off = property(lambda self: self._bulky("jpeg_off") if self._has_jpeg else None)
+
+    def frame_pictures(self, row: int) -> tuple[tuple[float, bytes], ...]:
+        """The row's ``(time, JPEG)`` frame pictures (none when the segment has none)."""
+        if not self._has_pic:
+            return ()
+        rows = self._bulky("pic_row")      # checked against the other three when first read
+        pic, off, times = self._arrays["pic"], self._arrays["pic_off"], self._arrays["pic_time"]
+        a, b = int(rows[row]), int(rows[row + 1])
+        return tuple((float(times[i]), bytes(pic[int(off[i]):int(off[i + 1])]))
+                     for i in range(a, b))
 
     @property
     def meta(self) -> list[dict[str, Any]]:
@@ -248,10 +273,16 @@ class Segment:
             ocr_text=m.get("ocr_text", ""), description=m.get("description", ""),
             novelty=float(m.get("novelty", 0.0)), level=int(m.get("level", 0)),
             merged=int(m.get("merged", 1)), id=int(self.ids[row]),
-            keyframe_jpeg=self.keyframe(row),
+            keyframe_jpeg=self.keyframe(row), frame_pictures=self.frame_pictures(row),
             objects=objects_from_json(m.get("objects", ())),
             text_times=tuple(float(t) for t in m.get("text_times", ())),
             speech=_speech_from_json(m.get("speech", ())))
+
+
+def _offsets_ok(off: np.ndarray, k: int, total: int) -> bool:
+    """``off`` is the byte ranges of ``k`` non-empty items, ``total`` bytes in all."""
+    return (len(off) == k + 1 and off[0] == 0 and bool(np.all(np.diff(off) > 0))
+            and off[-1] == total)
 
 
 def _speech_to_json(segments: Sequence[SpeechSegment]) -> list[list[Any]]:
@@ -445,6 +476,13 @@ def _write_segment_files(root: Path, tmp: Path, name: str, clips: Sequence[ClipM
         "tok_off": tok_off, "token_times": times, "token_positions": positions,
         "jpeg": np.frombuffer(b"".join(jpegs), np.uint8), "jpeg_off": jpeg_off,
     }
+    if any(c.frame_pictures for c in clips):
+        pics = [pic for c in clips for pic in c.frame_pictures]   # (time, bytes): no copy
+        arrays.update({
+            "pic_off": np.concatenate([[0], np.cumsum([len(j) for _, j in pics])]).astype(np.int64),
+            "pic_time": np.array([t for t, _ in pics], np.float64),
+            "pic_row": np.concatenate([[0], np.cumsum([len(c.frame_pictures) for c in clips])]
+                                      ).astype(np.int64)})
     sizes: dict[str, int] = {}
     hashes: dict[str, str] = {}
 
@@ -455,6 +493,17 @@ def _write_segment_files(root: Path, tmp: Path, name: str, clips: Sequence[ClipM
         p = tmp / f"{key}.npy"
         with open(p, "wb") as fh:
             np.save(fh, arr, allow_pickle=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        record(p)
+    if "pic_off" in arrays:   # frame pictures, streamed too (and a full disk is an ENOSPC)
+        p = tmp / "pic.npy"
+        with open(p, "wb") as fh:
+            np.lib.format.write_array_header_1_0(fh, {"descr": "|u1", "fortran_order": False,
+                                                      "shape": (int(arrays["pic_off"][-1]),)})
+            for c in clips:
+                for _, jpeg in c.frame_pictures:
+                    fh.write(jpeg)
             fh.flush()
             os.fsync(fh.fileno())
         record(p)
@@ -528,6 +577,7 @@ def clip_bytes(c: ClipMemory, token_bytes: int = 2) -> int:
         b += c.n_tokens * (c.tokens.shape[1] * token_bytes + 8)
     if c.keyframe_jpeg is not None:
         b += len(c.keyframe_jpeg) + 8
+    b += sum(len(j) + 16 for _, j in c.frame_pictures)
     return b
 
 

@@ -290,6 +290,7 @@ class Indexer:
 
     def _to_memory(self, clips) -> None:
         from streamvid.io import encode_jpeg
+        from streamvid.pictures import frame_pictures
 
         t = time.perf_counter()
         for clip in clips:
@@ -297,6 +298,10 @@ class Indexer:
             image = self._images.get(clip.keyframe)
             if image is not None:
                 clip = dataclasses.replace(clip, keyframe_jpeg=encode_jpeg(image))
+            if self.config.memory.frame_pictures:
+                clip = dataclasses.replace(clip, frame_pictures=frame_pictures(
+                    [(pts, im) for pts, im in sorted(self._images.items())
+                     if clip.start <= pts < clip.end], self.config.memory.frame_pictures))
             # later clips start at or after this one's end
             self._images = {pts: im for pts, im in self._images.items() if pts >= clip.end}
             self._pending.append(clip)

@@ -200,6 +200,7 @@ class MemoryConfig(_Section):
     max_segments: int = _f(32, "commits kept as separate segments before they are compacted into one", min=1)
     keep_recent: float = _f(0.25, "bounded store: fraction of the capacity kept at full detail for the newest clips", min=0.0, max=0.9)
     consolidate_to: float = _f(0.9, "bounded store: consolidate down to this fraction of the capacity", min=0.1, max=1.0)
+    frame_pictures: int = _f(640, "keep a JPEG of each sampled frame (where it changed) with its clip, at this longer side in pixels, for the picture search of image questions (retrieval.pictures); 0 = keep none", min=0)
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,7 @@ class RetrievalConfig(_Section):
     image_exhaustive: int = _f(200, "image questions score every clip's kept tokens while the store (or source) has at most this many clips (about 15 minutes of video; above: the token index shortlists)", min=0)
     image_shortlist: int = _f(64, "image questions on larger stores: clip groups the token index shortlists for the exact layout matching (near-identical clips form one group) (0 = always score every clip)", min=0)
     recency_correction: bool = _f(True, "correct the drift of similarity towards late clips")
+    pictures: int = _f(32, "image questions: the best-scored clips whose frame pictures (memory.frame_pictures) are searched for the query picture at every size and place; each is then ranked by whichever of its token and picture scores stands out more among them (0 = off)", min=0)
 
 
 @dataclass(frozen=True)

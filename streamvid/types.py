@@ -494,7 +494,9 @@ class ClipMemory:
     clip. ``level`` 0 is original; > 0 consolidated from ``merged``
     original clips covering ``start``..``end``. ``keyframe_jpeg`` is the picture at
     :attr:`keyframe` as a small JPEG (longer side at most 384 px), or None when the clip was
-    stored without one.
+    stored without one. ``frame_pictures`` are ``(time, JPEG)`` of the clip's sampled frames
+    at a larger size (``memory.frame_pictures``), where they changed, in time order: image
+    questions search them for the query picture at any scale (``memory.pictures``).
     """
 
     source_id: str
@@ -517,6 +519,7 @@ class ClipMemory:
     keyframe_jpeg: bytes | None = None
     objects: tuple[FrameObjects, ...] = ()   # per described frame, in time order
     text_times: tuple[float, ...] = ()       # when each line of ocr_text was first read (or empty)
+    frame_pictures: tuple[tuple[float, bytes], ...] = ()   # (time, JPEG) of sampled frames
 
     def text_time(self, line: str) -> float:
         """When ``line`` (or the first ``ocr_text`` line it contains) was first read, else the keyframe."""
@@ -549,6 +552,10 @@ class ClipMemory:
             _check(isinstance(self.keyframe_jpeg, bytes) and self.keyframe_jpeg[:2] == b"\xff\xd8",
                    "ClipMemory.keyframe_jpeg", "JPEG bytes or None",
                    type(self.keyframe_jpeg).__name__)
+        for t, jpeg in self.frame_pictures:
+            _finite_time(t, "ClipMemory.frame_pictures time")
+            _check(isinstance(jpeg, bytes) and jpeg[:2] == b"\xff\xd8",
+                   "ClipMemory.frame_pictures", "(time, JPEG bytes) pairs", type(jpeg).__name__)
 
     @property
     def n_tokens(self) -> int:

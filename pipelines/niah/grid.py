@@ -228,6 +228,8 @@ POSITIONS: dict[str, tuple[float, float, float]] = {
 }
 PICTURES = ("drawn-cutout", "drawn-opaque", "photo-opaque", "photo-cutout")
 PHOTOS = ("astronaut", "coffee", "rocket", "chelsea")   # scikit-image sample photos (skimage.data)
+# ... and others that ship with scikit-image, for grids of other photos
+PHOTO_CHOICES = PHOTOS + ("colorwheel", "hubble_deep_field", "immunohistochemistry", "retina")
 
 
 @dataclass(frozen=True)
@@ -261,7 +263,7 @@ class GeneralSection:
                 isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x <= 1 for x in heights)):
             raise ConfigError(f"{where}.heights: expected fractions of the frame height in (0, 1], "
                               f"got {heights!r}")
-        choices = (("positions", tuple(POSITIONS)), ("pictures", PICTURES), ("photos", PHOTOS))
+        choices = (("positions", tuple(POSITIONS)), ("pictures", PICTURES), ("photos", PHOTO_CHOICES))
         picked = {}
         for key, allowed in choices:
             vals = d.get(key, list(getattr(cls, key)))

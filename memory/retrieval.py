@@ -62,8 +62,8 @@ def _view_scores(clips: list[ClipMemory], views: list[_View], grid: tuple[int, i
     that fall inside the frame (a thing in a corner, or partly out of the picture, shows only
     that part; at least ``VIEW_INSIDE`` of the view's weight must be inside), and a frame
     scores its best cell under its best view, a clip its best frame. Tokens the pruner
-    dropped match nothing (0, as does a token pointing away). NaN for a clip that kept no tokens (or whose positions are not on
-    ``grid``).
+    dropped match nothing (0, as does a token pointing away). NaN for a clip that kept no
+    tokens (or whose positions are not on ``grid``).
     """
     gh, gw = grid
     out = np.full(len(clips), np.nan)

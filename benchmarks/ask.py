@@ -73,12 +73,12 @@ def _ask_all(store: Path, cfg: Config, qs: list[dict], reps: int) -> dict:
         first = time.perf_counter() - t0
         for q, question in zip(qs, questions):
             for _ in range(reps):
-                e0 = asker.models.encoder.encode_seconds if "image" in q else 0.0
+                e0 = asker.retriever.query_encoder.encode_seconds if "image" in q else 0.0
                 t = time.perf_counter()
                 ans = asker.ask(question)
                 lat.append(time.perf_counter() - t)
                 if "image" in q:
-                    enc.append(asker.models.encoder.encode_seconds - e0)
+                    enc.append(asker.retriever.query_encoder.encode_seconds - e0)
             ev = [(e.start, e.end) for e in ans.evidence]
             hits.append(float(hit_at(ev, q["truth"], 1)))
             tops.append(ev[0] if ev else None)

@@ -69,8 +69,8 @@ def _view_scores(clips: list[ClipMemory], views: list[_View], grid: tuple[int, i
     that fall inside the frame (a thing in a corner, or partly out of the picture, shows only
     that part; at least ``VIEW_INSIDE`` of the view's weight must be inside), and a frame
     scores its best cell under its best view, a clip its best frame. Tokens the pruner
-    dropped match nothing. NaN for a clip that kept no tokens (or whose positions are not on
-    ``grid``).
+    dropped match nothing (0, as does a token pointing away). NaN for a clip that kept no
+    tokens (or whose positions are not on ``grid``).
     """
     gh, gw = grid
     out = np.full(len(clips), np.nan)
@@ -114,7 +114,7 @@ def _view_scores(clips: list[ClipMemory], views: list[_View], grid: tuple[int, i
         lo, hi = bounds[k], bounds[k + 1]
         nf = min(step, n_frames - f0)
         g = np.zeros((len(q), nf, gh, gw), np.float32)   # [view token, frame, row, col]
-        sims = (q @ t_all[lo:hi].T) * inv_norm[lo:hi]
+        sims = np.maximum((q @ t_all[lo:hi].T) * inv_norm[lo:hi], 0.0)
         g[:, f_all[lo:hi] - f0, p_all[lo:hi] // gw, p_all[lo:hi] % gw] = sims
         g = _shift_max(g, VIEW_REACH)
         acc = np.zeros((nf, len(views), gh, gw), np.float32)
@@ -167,7 +167,7 @@ class Retriever:
         self.vision_encoder = vision_encoder
         self._base_key: tuple[Any, ...] | None = None
         self._base: dict[str, _Baseline] = {}
-        self._query = QueryEncoder(vision_encoder) if vision_encoder is not None else None
+        self.query_encoder = QueryEncoder(vision_encoder) if vision_encoder is not None else None
 
     # ------------------------------------------------------------------ indexes kept here
     def _baselines(self, space: str) -> _Baseline:
@@ -348,7 +348,7 @@ class Retriever:
         if self.vision_encoder is None:
             raise QueryError("an image question needs the vision encoder the store was built "
                              "with; fix: create the Retriever with vision_encoder=")
-        qv = self._query.views(image)
+        qv = self.query_encoder.views(image)
         qp, views, grid = qv.pooled, list(qv.views), qv.grid
         cand = self._image_candidates(qp, views, source, table)
         if not cand:

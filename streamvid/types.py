@@ -247,6 +247,7 @@ class VisionEncoder(ABC):
     pooled_dim: int = 0                  # pooled dimension (== dim unless the model projects)
     grid: tuple[int, int] = (0, 0)       # token grid (rows, cols)
     input_size: tuple[int, int] = (224, 224)  # (height, width) fed to the network
+    concurrent: bool = False             # encode may run on several threads at once, one core each
 
     @abstractmethod
     def encode(self, images: Sequence[np.ndarray]) -> EncoderOutput:

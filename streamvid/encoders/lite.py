@@ -193,6 +193,8 @@ class LiteEncoder(VisionEncoder):
             self._session = onnx_session(model, weights, shape, threads=config.threads,
                                          required=config.runtime == "onnx")
         self.runtime = "onnx" if self._session is not None else "torch"
+        # one ONNX Runtime thread per call: calls from several threads run on several cores
+        self.concurrent = self._session is not None and config.threads <= 1
         self.weights_path = weights
         self.dim = self.pooled_dim = int(model._fc.in_features)
         self.grid = (shape[0] // STRIDE, shape[1] // STRIDE)
@@ -209,12 +211,6 @@ class LiteEncoder(VisionEncoder):
         x = torch.from_numpy(batch).permute(0, 3, 1, 2).float()
         return ((x - MEAN) / STD).to(self._dtype).contiguous()
 
-    def _feature_map(self, x):
-        if self._session is not None:
-            out = self._session.run(None, {"image": x.contiguous().numpy()})[0]
-            return self._torch.from_numpy(out)
-        return self._model.extract_features(x)
-
     # ------------------------------------------------------------------ API
     def encode(self, images: Sequence[np.ndarray]) -> EncoderOutput:
         imgs = check_images(images, "lite encoder")
@@ -222,20 +218,32 @@ class LiteEncoder(VisionEncoder):
         if not imgs:
             return EncoderOutput(np.zeros((0, n, self.dim), np.float32),
                                  np.zeros((0, self.dim), np.float32), self.grid)
-        torch = self._torch
         toks, pools = [], []
         t0 = time.perf_counter()
+        if self._session is not None:   # no torch here: its tensor copies took ~25 % of the time
+            for img in imgs:
+                x = (letterbox(img, self.size).astype(np.float32) - MEAN) / STD
+                fmap = self._session.run(None, {"image": x.transpose(2, 0, 1)[None].copy()})[0]
+                toks.append(fmap.reshape(1, fmap.shape[1], -1).transpose(0, 2, 1))
+                pools.append(toks[-1].mean(axis=1))
+        else:
+            toks, pools = self._encode_torch(imgs)
+        self.encode_seconds += time.perf_counter() - t0
+        return EncoderOutput(np.ascontiguousarray(np.concatenate(toks), dtype=np.float32),
+                             np.ascontiguousarray(np.concatenate(pools), dtype=np.float32), self.grid)
+
+    def _encode_torch(self, imgs: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        torch = self._torch
+        toks, pools = [], []
         with torch.inference_mode():
             for i in range(0, len(imgs), NET_BATCH):
                 x = self.preprocess(imgs[i:i + NET_BATCH]).contiguous(memory_format=torch.channels_last)
-                fmap = self._feature_map(x)
+                fmap = self._model.extract_features(x)
                 b, d = fmap.shape[:2]
                 tokens = fmap.float().reshape(b, d, -1).transpose(1, 2)  # [B, N, D] row-major
                 toks.append(tokens.contiguous().numpy())
                 pools.append(tokens.mean(dim=1).numpy())
-        self.encode_seconds += time.perf_counter() - t0
-        return EncoderOutput(np.ascontiguousarray(np.concatenate(toks), dtype=np.float32),
-                             np.ascontiguousarray(np.concatenate(pools), dtype=np.float32), self.grid)
+        return toks, pools
 
     def logits(self, pooled: np.ndarray) -> np.ndarray:
         """ImageNet logits ``[B, 1000]`` of pooled vectors ``[B, D]`` (or one ``[D]``)."""

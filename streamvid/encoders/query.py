@@ -17,13 +17,16 @@ prepares the views and knows nothing of stores.
 from __future__ import annotations
 
 import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import QueryError
-from ..types import VisionEncoder
+from ..types import EncoderOutput, VisionEncoder
 
 log = logging.getLogger(__name__)
 
@@ -139,12 +142,31 @@ class QueryViews:
 
 class QueryEncoder:
     """Encodes image queries into :class:`QueryViews` with a vision encoder (the plain
-    frames' tokens are computed once and kept)."""
+    frames' tokens are computed once and kept). An encoder whose calls may run at once on
+    several threads, each on one core (``concurrent``), encodes the views on every core."""
 
     def __init__(self, encoder: VisionEncoder):
         self.encoder = encoder
+        self.encode_seconds = 0.0   # wall time spent encoding views
         self._blank_tokens: np.ndarray | None = None
         self._grid = (0, 0)
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _encode(self, images: list[np.ndarray]) -> EncoderOutput:
+        t0 = time.perf_counter()
+        n = min(len(images), os.cpu_count() or 1) if getattr(self.encoder, "concurrent", False) else 1
+        if n <= 1:
+            out = self.encoder.encode(images)
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(n, thread_name_prefix="query-views")
+            cut = np.linspace(0, len(images), n + 1).round().astype(int)
+            parts = list(self._pool.map(self.encoder.encode,
+                                        [images[a:b] for a, b in zip(cut[:-1], cut[1:])]))
+            out = EncoderOutput(np.concatenate([p.tokens for p in parts]),
+                                np.concatenate([p.pooled for p in parts]), parts[0].grid)
+        self.encode_seconds += time.perf_counter() - t0
+        return out
 
     def views(self, image: np.ndarray) -> QueryViews:
         """The pooled vector, the in-context views and the token grid of ``image`` (RGB or
@@ -165,7 +187,7 @@ class QueryEncoder:
         ih, iw = rgb.shape[:2]
         blanks = [np.full((h, w, 3), v, np.uint8) for v in VIEW_SHADES]
         if self._blank_tokens is None:   # the plain frames encode the same every time
-            plain = enc.encode(blanks)
+            plain = self._encode(blanks)
             self._blank_tokens, self._grid = plain.tokens, (int(plain.grid[0]), int(plain.grid[1]))
         gh, gw = self._grid
         canvases, base_of, under = [], [], []
@@ -185,7 +207,7 @@ class QueryEncoder:
                 canvases.append(c)
                 base_of.append(b)
                 under.append(cells)
-        out = enc.encode([composite(rgb, alpha, VIEW_SHADES[0]), *canvases])
+        out = self._encode([composite(rgb, alpha, VIEW_SHADES[0]), *canvases])
         views: list[QueryView] = []
         for toks, b, cells in zip(out.tokens[1:], base_of, under):
             change = np.linalg.norm(toks - self._blank_tokens[b], axis=1)

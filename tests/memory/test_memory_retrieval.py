@@ -275,3 +275,56 @@ def test_shift_max_is_the_max_over_a_square_window():
             want[..., r, c] = g[..., max(0, r - 1):r + 2, max(0, c - 1):c + 2].max(axis=(2, 3))
     assert np.array_equal(_shift_max(g, 1), want)
     assert _shift_max(g, 0) is g
+
+
+def test_view_scores_equal_the_definition_cell_by_cell():
+    """The vectorised layout matching gives, for random clips and views, what its docstring
+    defines, computed here centre by centre and token by token."""
+    from memory.retrieval import VIEW_INSIDE, VIEW_REACH
+
+    rng = np.random.default_rng(5)
+    gh, gw = 4, 6
+    views = []
+    for m in (1, 3, 5):
+        cells = rng.choice(gh * gw, m, replace=False)
+        w = rng.random(m) + 0.1
+        views.append(_View(tokens=unit(rng.normal(size=(m, DV))), weights=w / w.sum(),
+                           rows=cells // gw - 1, cols=cells % gw - 2, mean=unit(rng.normal(size=DV))))
+    clips = []
+    for i in range(7):
+        times, pos = [], []
+        for f in range(1 + i % 3):
+            n = int(rng.integers(1, gh * gw))
+            pos += rng.choice(gh * gw, n, replace=False).tolist()
+            times += [float(f)] * n
+        toks = rng.normal(size=(len(pos), DV)) * (rng.random((len(pos), 1)) + 0.5)
+        clips.append(dataclasses.replace(make_clip(i, tokens=0), tokens=toks.astype(np.float16),
+                                         token_times=np.array(times, np.float32),
+                                         token_positions=np.array(pos, np.int32)))
+
+    def reference(clip):
+        toks = unit(np.asarray(clip.tokens, np.float32))
+        best = -np.inf
+        for t in np.unique(clip.token_times):
+            on = clip.token_times == t
+            at = {int(p): tok for p, tok in zip(clip.token_positions[on], toks[on])}
+            for v in views:
+                for r in range(gh):
+                    for c in range(gw):
+                        total = inside = 0.0
+                        for tok, w, dr, dc in zip(v.tokens, v.weights, v.rows, v.cols):
+                            rr, cc = r + dr, c + dc
+                            if not (0 <= rr < gh and 0 <= cc < gw):
+                                continue
+                            inside += w
+                            near = [float(tok @ at[y * gw + x]) for y in range(rr - VIEW_REACH, rr + VIEW_REACH + 1)
+                                    for x in range(cc - VIEW_REACH, cc + VIEW_REACH + 1)
+                                    if 0 <= y < gh and 0 <= x < gw and y * gw + x in at]
+                            total += w * max(near + [0.0])
+                        if inside >= VIEW_INSIDE:
+                            best = max(best, total / inside)
+        return best
+
+    got = _view_scores(clips, views, (gh, gw))
+    want = np.array([reference(c) for c in clips])
+    assert np.allclose(got, want, atol=1e-3), (got, want)

@@ -68,3 +68,27 @@ def test_views_are_sized_on_the_token_grid(asker):
     n = len(VIEW_SHADES)
     smallest, largest = qv.views[:n], qv.views[-n:]   # in the order of VIEW_SPANS
     assert min(extent(v) for v in largest) > max(extent(v) for v in smallest)
+
+
+def test_views_encoded_on_every_core_equal_one_by_one(asker, monkeypatch):
+    """Encoding the views in threads (an encoder whose calls may run at once) splits and
+    joins them in order: the same views as encoding them one after another."""
+    _, a = asker
+    enc = a.retriever.vision_encoder
+    if not enc.concurrent:
+        pytest.skip("the lite encoder runs on torch here (no onnx): one call at a time")
+
+    class OneByOne:
+        concurrent = False
+
+        def encode(self, images):
+            return enc.encode(images)
+
+    monkeypatch.setattr("os.cpu_count", lambda: 3)   # uneven parts of the 19 pictures
+    image = load_image(DATA / "astronaut.png")
+    threaded, serial = QueryEncoder(enc).views(image), QueryEncoder(OneByOne()).views(image)
+    assert np.allclose(threaded.pooled, serial.pooled, atol=1e-6)
+    assert len(threaded.views) == len(serial.views)
+    for t, s in zip(threaded.views, serial.views):
+        assert np.array_equal(t.rows, s.rows) and np.array_equal(t.cols, s.cols)
+        assert np.allclose(t.tokens, s.tokens, atol=1e-5)

@@ -497,7 +497,7 @@ class ClipMemory:
     :attr:`keyframe` as a small JPEG (longer side at most 384 px), or None when the clip was
     stored without one. ``frame_pictures`` are ``(time, JPEG)`` of the clip's sampled frames
     at a larger size (``memory.frame_pictures``), where they changed, in time order: image
-    questions search them for the query picture at any scale (``memory.pictures``).
+    questions search them for the query picture at any scale (``retrieval.pictures``).
     """
 
     source_id: str

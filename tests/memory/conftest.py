@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -43,3 +50,32 @@ def make_clip(i: int, *, source: str = "cam", length: float = 4.0, tokens: int =
 @pytest.fixture
 def spec() -> StoreSpec:
     return SPEC
+
+
+def commit_killed_before_manifest(path: Path, maker: str) -> None:
+    """In a child process: open the store at ``path``, remove clips 0 and 5, add clips 30-44
+    made by ``maker`` (``module:function`` of this folder) and commit, SIGKILLed when the
+    commit comes to write the manifest (every other file of the commit already written)."""
+    module, func = maker.split(":")
+    here = Path(__file__).resolve().parent
+    child = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path[:0] = {[str(here.parents[1]), str(here)]!r}
+        import memory.store as store_mod
+        from memory.store import MemoryStore
+        from conftest import SPEC
+        from {module} import {func} as make
+
+        def killed(path, obj):
+            if path.name == "manifest.json":
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        store = MemoryStore.open({str(path)!r}, SPEC, mode="a")
+        store.remove([0, 5])
+        store.add([make(i) for i in range(30, 45)])
+        store_mod.atomic_write_json = killed
+        store.commit()
+    """)
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr

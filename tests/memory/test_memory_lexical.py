@@ -6,24 +6,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-import memory.store as store_mod
 from memory import lexical
 from memory.store import MemoryStore
 from streamvid.config import MemoryConfig
 from streamvid.errors import StoreError
 from streamvid.types import Detection, FrameObjects, SpeechSegment
 
-from conftest import make_clip
+from conftest import commit_killed_before_manifest, make_clip
 
 WORDS = "red car blue door sign exit parking orbit lemon cuckoo clock bird".split()
 
@@ -181,27 +175,7 @@ def test_a_process_killed_during_commit_leaves_a_consistent_store(tmp_path, spec
         store.add([wordy_clip(i) for i in range(30)])
         store.commit()
     before = _state(path)
-    child = textwrap.dedent(f"""
-        import os, signal, sys
-        sys.path[:0] = {[str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parent)]!r}
-        import memory.store as store_mod
-        from memory.store import MemoryStore
-        from conftest import SPEC
-        from test_memory_lexical import wordy_clip
-
-        def killed(path, obj):
-            if path.name == "manifest.json":
-                os.kill(os.getpid(), signal.SIGKILL)
-
-        store = MemoryStore.open({str(path)!r}, SPEC, mode="a")
-        store.remove([0, 5])
-        store.add([wordy_clip(i) for i in range(30, 45)])
-        store_mod.atomic_write_json = killed
-        store.commit()
-    """)
-    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    commit_killed_before_manifest(path, "test_memory_lexical:wordy_clip")
     assert (path / lexical.file_name(before[0] + 1)).exists()   # written, never named
     assert _state(path) == before
     with MemoryStore.open(path, spec, mode="r") as r:

@@ -5,11 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +18,7 @@ from streamvid.config import MemoryConfig, RetrievalConfig
 from streamvid.errors import StoreError
 from streamvid.types import Question
 
-from conftest import DV, make_clip, unit
+from conftest import DV, commit_killed_before_manifest, make_clip, unit
 from test_memory_retrieval import TableVision, image
 
 N_CLIPS = 600
@@ -206,26 +201,7 @@ def test_a_process_killed_during_commit_leaves_a_valid_index(tmp_path, spec):
         store.add([make_clip(i) for i in range(30)])
         store.commit()
     before = _state(path)
-    child = textwrap.dedent(f"""
-        import os, signal, sys
-        sys.path[:0] = {[str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parent)]!r}
-        import memory.store as store_mod
-        from memory.store import MemoryStore
-        from conftest import SPEC, make_clip
-
-        def killed(path, obj):
-            if path.name == "manifest.json":
-                os.kill(os.getpid(), signal.SIGKILL)
-
-        store = MemoryStore.open({str(path)!r}, SPEC, mode="a")
-        store.remove([0, 5])
-        store.add([make_clip(i) for i in range(30, 45)])
-        store_mod.atomic_write_json = killed
-        store.commit()
-    """)
-    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    commit_killed_before_manifest(path, "conftest:make_clip")
     assert (path / tokenindex.file_name(before[0] + 1)).exists()   # written, never named
     assert _state(path) == before
     with MemoryStore.open(path, spec, mode="r") as r:

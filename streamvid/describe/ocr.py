@@ -209,8 +209,11 @@ class OcrDescriber(Describer):
                 known = _Reading(b + offset, _grey(c), "", 0.0)
             readings.append(known)
         if todo:
-            # the recogniser rapidocr itself would run on these crops (loaded on first use)
-            rec = engine._load_rec_model()(TextRecInput(img=[crops[i] for i in todo]))
+            # the recogniser rapidocr itself would run on these crops (rapidocr >= 3.10 loads
+            # it on first use; earlier 3.x releases build it with the engine)
+            load = getattr(engine, "_load_rec_model", None)
+            recogniser = load() if load is not None else engine.text_rec
+            rec = recogniser(TextRecInput(img=[crops[i] for i in todo]))
             for i, text, score in zip(todo, rec.txts or (), rec.scores or ()):
                 readings[i] = readings[i]._replace(text=str(text), score=float(score))
         if memory is not None:

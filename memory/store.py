@@ -148,22 +148,17 @@ class MemoryStore:
                 else Segment(self.path, entry, stored)
         files = m.get("files") or {}
 
-        def verified(name: str) -> Path:
-            p = self.path / name
-            verify_file(p, *(files.get(name) or (None, None)))
-            return p
-
         for name in ATTACHABLE & set(files):
-            verified(name)
+            self._verified(name, m)
         deleted = np.zeros(0, np.int64)
         if m.get("deleted"):
-            deleted = np.asarray(load_npy(verified(m["deleted"])), dtype=np.int64)
+            deleted = np.asarray(load_npy(self._verified(m["deleted"], m)), dtype=np.int64)
         centroids = None
         if m.get("centroids"):
-            centroids = np.asarray(load_npy(verified(m["centroids"])), dtype=np.float32)
+            centroids = np.asarray(load_npy(self._verified(m["centroids"], m)), dtype=np.float32)
         hnsw_index = None
         if m.get("hnsw") and not keep_index:
-            p = verified(m["hnsw"])
+            p = self._verified(m["hnsw"], m)
             try:
                 hnsw_index = faiss.read_index(str(p))
             except RuntimeError as err:
@@ -595,6 +590,14 @@ class MemoryStore:
         self._load_manifest(m, None, keep_index=keep)
         self._gc()
 
+    def _verified(self, name: str, manifest: dict[str, Any] | None = None) -> Path:
+        """The store file ``name``, checked against the size and checksum that ``manifest``
+        (the current one when None) records for it."""
+        files = (self._manifest if manifest is None else manifest).get("files") or {}
+        p = self.path / name
+        verify_file(p, *(files.get(name) or (None, None)))
+        return p
+
     def token_index(self) -> tokenindex.TokenIndex:
         """The token index of the clips (image-question shortlists): the commit's file, read
         once per commit and checked against its size and checksum, brought up to date with
@@ -602,9 +605,7 @@ class MemoryStore:
         if self._tok is None:
             name = self._manifest.get("tokindex")
             if name:
-                p = self.path / name
-                verify_file(p, *((self._manifest.get("files") or {}).get(name) or (None, None)))
-                self._tok = tokenindex.TokenIndex.read(p, self.spec.vector_dim)
+                self._tok = tokenindex.TokenIndex.read(self._verified(name), self.spec.vector_dim)
             if self._tok is None:
                 self._tok = tokenindex.TokenIndex(self.spec.vector_dim)
         if self._tok.sync(self) and self.mode == "r":
@@ -630,9 +631,7 @@ class MemoryStore:
         if self._lex is None:
             name = self._manifest.get("lexindex")
             if name:
-                p = self.path / name
-                verify_file(p, *((self._manifest.get("files") or {}).get(name) or (None, None)))
-                self._lex = lexical.LexicalIndex.read(p)
+                self._lex = lexical.LexicalIndex.read(self._verified(name))
             self._lex_file = name if self._lex is not None else None
             if self._lex is None:
                 self._lex = lexical.LexicalIndex()

@@ -245,7 +245,8 @@ class TokenIndex:
             for m in rest:
                 self.rep.pop(m, None)
             heirs.append(rest)
-        # each heir group's members rejoin through _add (the first becomes the representative)
+        # each heir group keeps its remaining members under the first of them, whose
+        # centroids now stand for the group
         for rest in heirs:
             if not rest:
                 continue

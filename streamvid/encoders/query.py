@@ -181,7 +181,6 @@ class QueryEncoder:
         """
         import cv2
 
-        enc = self.encoder
         h, w = VIEW_FRAME
         rgb, alpha = split_alpha(image)
         ih, iw = rgb.shape[:2]

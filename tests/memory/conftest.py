@@ -79,3 +79,10 @@ def commit_killed_before_manifest(path: Path, maker: str) -> None:
     proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
                           timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == -signal.SIGKILL, proc.stderr
+
+
+def flip_middle_byte(path: Path) -> None:
+    """Damage the file at ``path``: its middle byte inverted (size unchanged)."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))

@@ -17,7 +17,7 @@ from streamvid.config import MemoryConfig
 from streamvid.errors import StoreError
 from streamvid.types import Detection, FrameObjects, SpeechSegment
 
-from conftest import commit_killed_before_manifest, make_clip
+from conftest import commit_killed_before_manifest, flip_middle_byte, make_clip
 
 WORDS = "red car blue door sign exit parking orbit lemon cuckoo clock bird".split()
 
@@ -155,9 +155,7 @@ def test_a_damaged_lexical_index_is_an_error(tmp_path, spec):
         store.add([wordy_clip(i) for i in range(20)])
         store.commit()
         name = store.manifest["lexindex"]
-    data = bytearray((path / name).read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    (path / name).write_bytes(bytes(data))
+    flip_middle_byte(path / name)
     with MemoryStore.open(path, spec, mode="r") as r:
         with pytest.raises(StoreError, match="checksum"):
             r.lexical_index()

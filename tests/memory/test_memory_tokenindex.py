@@ -18,7 +18,7 @@ from streamvid.config import MemoryConfig, RetrievalConfig
 from streamvid.errors import StoreError
 from streamvid.types import Question
 
-from conftest import DV, commit_killed_before_manifest, make_clip, unit
+from conftest import DV, commit_killed_before_manifest, flip_middle_byte, make_clip, unit
 from test_memory_retrieval import TableVision, image
 
 N_CLIPS = 600
@@ -61,6 +61,20 @@ def _trap_store(path: Path, spec) -> tuple[np.ndarray, list[int]]:
     return query, decoys
 
 
+def _exhaustive_and_shortlist_top3(store: MemoryStore, query: np.ndarray
+                                   ) -> tuple[list[int], list[int]]:
+    """The top 3 clips of an image question whose views hold ``query``'s tokens, scored
+    exhaustively and through a shortlist of 8."""
+    enc = TableVision(unit(query.sum(0))[None], query[None])
+
+    def top(cfg: RetrievalConfig) -> list[int]:
+        ctx = Retriever(store, cfg, vision_encoder=enc).retrieve(Question(image=image(0)))
+        return [it.clip.id for it in ctx.hits()]
+
+    return (top(RetrievalConfig(top_k=3, anchors=0, image_shortlist=0)),
+            top(RetrievalConfig(top_k=3, anchors=0, image_shortlist=8, image_exhaustive=0)))
+
+
 @pytest.mark.parametrize("kind", ["flat", "ivfpq"])
 def test_shortlist_finds_what_exhaustive_scoring_finds(tmp_path, spec, monkeypatch, kind):
     if kind == "ivfpq":   # the large-store index (projected, IVF-PQ), on a small store
@@ -69,14 +83,7 @@ def test_shortlist_finds_what_exhaustive_scoring_finds(tmp_path, spec, monkeypat
     query, decoys = _trap_store(tmp_path / "s", spec)
     store = MemoryStore.open(tmp_path / "s", spec, mode="r")
     assert store.manifest["tokindex"] and store.token_index().kind == kind
-    enc = TableVision(unit(query.sum(0))[None], query[None])
-
-    def top(cfg: RetrievalConfig) -> list[int]:
-        ctx = Retriever(store, cfg, vision_encoder=enc).retrieve(Question(image=image(0)))
-        return [it.clip.id for it in ctx.hits()]
-
-    exhaustive = top(RetrievalConfig(top_k=3, anchors=0, image_shortlist=0))
-    short = top(RetrievalConfig(top_k=3, anchors=0, image_shortlist=8, image_exhaustive=0))
+    exhaustive, short = _exhaustive_and_shortlist_top3(store, query)
     assert exhaustive[0] == NEEDLE and short[0] == NEEDLE
     # the traps are real: a shortlist of 8 by the pooled vector, or by any one query token,
     # misses the needle
@@ -152,9 +159,7 @@ def test_a_damaged_token_index_is_an_error(tmp_path, spec):
         store.add([make_clip(i) for i in range(20)])
         store.commit()
         name = store.manifest["tokindex"]
-    data = bytearray((path / name).read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    (path / name).write_bytes(bytes(data))
+    flip_middle_byte(path / name)
     with MemoryStore.open(path, spec, mode="r") as r:
         with pytest.raises(StoreError, match="checksum"):
             r.token_index()
@@ -246,14 +251,7 @@ def test_identical_copies_do_not_crowd_the_shortlist(tmp_path, spec, monkeypatch
     assert sorted(ti.group(copies_a[0])) == copies_a and sorted(ti.group(copies_b[7])) == copies_b
     views = [(np.stack([a, b]), np.array([0.5, 0.5], np.float32))]
     assert NEEDLE in ti.shortlist(views, 8)
-    enc = TableVision(unit(query.sum(0))[None], query[None])
-
-    def top(cfg: RetrievalConfig) -> list[int]:
-        ctx = Retriever(store, cfg, vision_encoder=enc).retrieve(Question(image=image(0)))
-        return [it.clip.id for it in ctx.hits()]
-
-    exhaustive = top(RetrievalConfig(top_k=3, anchors=0, image_shortlist=0))
-    short = top(RetrievalConfig(top_k=3, anchors=0, image_shortlist=8, image_exhaustive=0))
+    exhaustive, short = _exhaustive_and_shortlist_top3(store, query)
     assert exhaustive == [NEEDLE, *copies_a[:2]] and short == exhaustive
     # the group's first clip removed: the next takes its place (and the file says so)
     with MemoryStore.open(tmp_path / "s", spec, mode="a") as w:
